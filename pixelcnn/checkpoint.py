@@ -1,0 +1,116 @@
+"""Checkpoints: atomic writes, ``weights_only=True`` loads, and errors that say what is wrong with a file."""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from pixelcnn.atomic import atomic_write
+from pixelcnn.config import ARCH_KEYS, Config
+from pixelcnn.model import PixelCNN
+
+FORMAT = "pixelcnn-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, unsafe or does not match the requested model."""
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Write ``state`` (plus the format tag) to ``path`` atomically: a crash leaves the previous file intact."""
+    state = {"format": FORMAT, **state}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str, map_location: Any = "cpu") -> dict:
+    """Load a checkpoint written by ``save_checkpoint`` with ``weights_only=True`` (no code runs on load)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist; pass the path of a .pt file written by "
+                              f"pixelcnn.train (e.g. runs/pixelcnn/best.pt)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path!r} was refused by the safe loader (weights_only=True): it holds "
+                              f"objects other than tensors and plain data ({first}). Only load checkpoints you "
+                              f"trust; re-save it with pixelcnn.train") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path!r} is corrupt or not a PyTorch file ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); use an intact checkpoint such as "
+                              f"best.pt or retrain") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path!r} is not a pixelcnn checkpoint (no {FORMAT!r} tag); it was not "
+                              f"written by pixelcnn.train")
+    return state
+
+
+def checkpoint_config(state: dict, path: str = "checkpoint") -> Config:
+    try:
+        return Config.from_dict(state["config"], source=f"{path} config")
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: its stored config is invalid ({e})") from None
+
+
+def check_compatible(state: dict, cfg: Config, path: str) -> None:
+    """Raise if the checkpoint was trained with another architecture or dataset than ``cfg``."""
+    stored = checkpoint_config(state, path)
+    diffs = [f"{k}: checkpoint {getattr(stored, k)!r} vs requested {getattr(cfg, k)!r}" for k in ARCH_KEYS
+             if getattr(stored, k) != getattr(cfg, k)]
+    if diffs:
+        raise CheckpointError(f"checkpoint {path!r} does not match this run's config ({'; '.join(diffs)}); "
+                              f"use the same settings, or another --save-dir / --model-name for a new run")
+
+
+def build_model(cfg: Config, data_meta: dict) -> PixelCNN:
+    return PixelCNN(channels=data_meta["channels"], image_size=tuple(data_meta["image_size"]),
+                    num_classes=data_meta["num_classes"], hidden=cfg.hidden_channels, blocks=cfg.residual_blocks,
+                    kernel_size=cfg.kernel_size)
+
+
+def load_model(path: str, map_location: Any = "cpu") -> tuple[PixelCNN, Config, dict]:
+    """Rebuild the trained model from a checkpoint: ``(model in eval mode, config, data metadata)``."""
+    state = load_checkpoint(path, map_location)
+    cfg = checkpoint_config(state, path)
+    meta = state.get("data")
+    if not isinstance(meta, dict) or not {"channels", "image_size", "num_classes"} <= set(meta):
+        raise CheckpointError(f"checkpoint {path!r} lacks its data metadata (channels, image size, classes)")
+    model = build_model(cfg, meta)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {path!r}: weights do not fit the model its config describes "
+                              f"({str(e).splitlines()[0]})") from None
+    return model.eval(), cfg, meta
+
+
+def rng_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": _python_state(),
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _python_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_rng_state(state: Optional[dict]) -> None:
+    if not state:
+        return
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    npst = state["numpy"]
+    np.random.set_state((npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                         npst["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

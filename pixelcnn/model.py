@@ -1,0 +1,154 @@
+"""Class-conditional PixelCNN (van den Oord et al. 2016) built from masked convolutions (DESIGN.md §3).
+
+``PixelCNN.forward(image uint8 [N, C, H, W], labels int64 [N]) -> logits [N, 256, C, H, W]``;
+``logits.view(N, 256, C, H, W)`` is the layout ``F.cross_entropy`` takes.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from pixelcnn.masks import conv_mask
+from pixelcnn.ops import CONV_IMPLS, masked_conv2d
+
+LEVELS = 256
+
+
+class MaskedConv2d(nn.Module):
+    """k x k convolution whose weight is multiplied by a fixed autoregressive mask (never written in place)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, mask_type: str, colors: int):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.mask_type, self.colors = kernel_size, mask_type, colors
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels))
+        self.register_buffer("mask", conv_mask(out_channels, in_channels, kernel_size, mask_type, colors),
+                             persistent=False)
+        self.impl = "reference"
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # fan-in counts only the taps the mask keeps, so activations keep their scale through deep stacks
+        fan_in = max(1.0, float(self.mask.sum(dim=(1, 2, 3)).mean()))
+        bound = 1.0 / math.sqrt(fan_in)
+        nn.init.uniform_(self.weight, -bound * math.sqrt(3.0), bound * math.sqrt(3.0))
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor, cond: Optional[torch.Tensor] = None, residual: Optional[torch.Tensor] = None,
+                relu: bool = False) -> torch.Tensor:
+        return masked_conv2d(x, self.weight, self.mask, self.bias, cond, residual, relu, self.impl)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"mask={self.mask_type}, colors={self.colors}")
+
+
+class ResidualBlock(nn.Module):
+    """ReLU -> 1x1 (2h->h) -> ReLU -> kxk mask B (h->h) + class vector -> ReLU -> 1x1 (h->2h), plus the input."""
+
+    def __init__(self, hidden: int, kernel_size: int, colors: int, num_classes: int):
+        super().__init__()
+        self.conv_in = MaskedConv2d(2 * hidden, hidden, 1, "B", colors)
+        self.conv_mid = MaskedConv2d(hidden, hidden, kernel_size, "B", colors)
+        self.conv_out = MaskedConv2d(hidden, 2 * hidden, 1, "B", colors)
+        self.embed = nn.Embedding(num_classes, hidden) if num_classes > 0 else None
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, std=0.1)
+
+    def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        cond = self.embed(labels).to(x.dtype) if self.embed is not None else None
+        y = self.conv_in(torch.relu(x), relu=True)
+        y = self.conv_mid(y, cond=cond, relu=True)
+        return self.conv_out(y, residual=x)
+
+
+class PixelCNN(nn.Module):
+    """Masked-convolution PixelCNN over ``channels`` colours with ``num_classes`` conditioning classes (0: none)."""
+
+    def __init__(self, channels: int = 1, image_size: tuple[int, int] = (28, 28), num_classes: int = 10,
+                 hidden: int = 64, blocks: int = 5, kernel_size: int = 7, block_kernel_size: int = 3):
+        super().__init__()
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if hidden < channels:
+            raise ValueError(f"hidden channels ({hidden}) must be >= image channels ({channels})")
+        self.channels, self.num_classes = channels, num_classes
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.hidden, self.kernel_size = hidden, kernel_size
+        self.conv_first = MaskedConv2d(channels, 2 * hidden, kernel_size, "A", channels)
+        self.embed = nn.Embedding(num_classes, 2 * hidden) if num_classes > 0 else None
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, std=0.1)
+        self.blocks = nn.ModuleList(ResidualBlock(hidden, block_kernel_size, channels, num_classes)
+                                    for _ in range(blocks))
+        self.head_hidden = MaskedConv2d(2 * hidden, 2 * hidden, 1, "B", channels)
+        self.head_out = MaskedConv2d(2 * hidden, LEVELS * channels, 1, "B", channels)
+        # an untrained model predicts the uniform distribution: 8 bits/dim exactly
+        nn.init.zeros_(self.head_out.weight)
+        nn.init.zeros_(self.head_out.bias)
+
+    # --- implementation choice -------------------------------------------------------------------------
+    def set_conv_impl(self, impl: str) -> "PixelCNN":
+        if impl not in CONV_IMPLS:
+            raise ValueError(f"unknown conv implementation {impl!r}; expected one of {CONV_IMPLS}")
+        for m in self.modules():
+            if isinstance(m, MaskedConv2d):
+                m.impl = impl
+        return self
+
+    def masked_convs(self) -> list[MaskedConv2d]:
+        return [m for m in self.modules() if isinstance(m, MaskedConv2d)]
+
+    # --- forward ---------------------------------------------------------------------------------------
+    def forward(self, image: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """image: uint8 (or float holding 0..255) ``[N, C, H, W]``; labels: int64 ``[N]`` -> ``[N, 256, C, H, W]``."""
+        self.validate_inputs(image, labels)
+        return self.logits(self.normalize(image), labels)
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        dtype = self.conv_first.weight.dtype
+        return image.to(dtype) / 127.5 - 1.0
+
+    def logits(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Network on a normalised image ``x`` in [-1, 1]; no input checks (used by exporters and samplers)."""
+        n, c, h, w = x.shape
+        cond = self.embed(labels).to(x.dtype) if self.embed is not None else None
+        y = self.conv_first(x, cond=cond)
+        for block in self.blocks:
+            y = block(y, labels)
+        y = self.head_hidden(torch.relu(y), relu=True)
+        return self.head_out(y).view(n, LEVELS, c, h, w)
+
+    def validate_inputs(self, image: torch.Tensor, labels: Optional[torch.Tensor]) -> None:
+        c, (h, w) = self.channels, self.image_size
+        if not isinstance(image, torch.Tensor) or image.dim() != 4:
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"image must be a 4-D tensor [N, {c}, {h}, {w}], got {shape}")
+        if image.shape[1] != c:
+            raise ValueError(f"image must have {c} channel(s) [N, {c}, {h}, {w}], got {tuple(image.shape)}")
+        if tuple(image.shape[2:]) != (h, w):
+            raise ValueError(f"image must be {h}x{w} (the model's image size), got {tuple(image.shape[2:])}; "
+                             f"resize it or train a model for that size")
+        if image.dtype != torch.uint8 and not image.is_floating_point():
+            raise ValueError(f"image must be uint8 (0..255) or a float tensor holding 0..255, got {image.dtype}")
+        data_checks = not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
+        if image.is_floating_point() and data_checks and image.numel() and (image.min() < 0 or image.max() > 255):
+            raise ValueError(f"image values must lie in 0..255, got range [{float(image.min())}, "
+                             f"{float(image.max())}]; pass raw pixel values, not normalised ones")
+        if self.num_classes == 0:
+            if labels is not None:
+                raise ValueError("this model is unconditional (num_classes=0); pass labels=None")
+            return
+        if labels is None:
+            raise ValueError(f"labels are required: int64 [N] class indices in 0..{self.num_classes - 1}")
+        if labels.dim() != 1 or labels.shape[0] != image.shape[0]:
+            raise ValueError(f"labels must be [N] = [{image.shape[0]}], got {tuple(labels.shape)}")
+        if labels.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"labels must be int64 class indices, got {labels.dtype}")
+        if data_checks and labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in 0..{self.num_classes - 1}, got range "
+                             f"[{int(labels.min())}, {int(labels.max())}]")
