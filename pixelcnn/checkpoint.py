@@ -32,10 +32,15 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist; pass the path of a .pt file written by "
                               f"pixelcnn.train (e.g. runs/pixelcnn/best.pt)")
+    if not zipfile.is_zipfile(path):  # torch.save always writes a zip archive
+        raise CheckpointError(f"checkpoint {path!r} is corrupt or not a PyTorch checkpoint (not a torch.save zip "
+                              f"archive; truncated or another file type); use an intact checkpoint such as "
+                              f"best.pt, or retrain")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln or "GLOBAL" in ln),
+                     type(e).__name__)
         raise CheckpointError(f"checkpoint {path!r} was refused by the safe loader (weights_only=True): it holds "
                               f"objects other than tensors and plain data ({first}). Only load checkpoints you "
                               f"trust; re-save it with pixelcnn.train") from None

@@ -34,10 +34,12 @@ def conv_mask(out_channels: int, in_channels: int, kernel_size: int, mask_type: 
     return mask
 
 
-def live_taps(kernel_size: int) -> list[tuple[int, int]]:
+def live_taps(kernel_size: int, mask_type: str = "B", colors: int = 1) -> list[tuple[int, int]]:
     """Spatial taps (dy, dx) relative to the centre that a masked kernel can use, in raster order.
 
-    A 7x7 mask has 24 of 49 taps live (3 rows of 7, 3 left of centre, the centre); a 3x3 has 5 of 9.
+    The centre tap is live unless the mask is A on a single colour (no input group precedes group 0):
+    a 7x7 mask A on grey images has 24 of 49 taps live, a 3x3 mask B has 5 of 9.
     """
     c = kernel_size // 2
-    return [(dy, dx) for dy in range(-c, 1) for dx in range(-c, c + 1) if dy < 0 or dx <= 0]
+    centre = not (mask_type == "A" and colors == 1)
+    return [(dy, dx) for dy in range(-c, 1) for dx in range(-c, c + 1) if dy < 0 or dx < 0 or (dx == 0 and centre)]
