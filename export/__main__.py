@@ -1,0 +1,77 @@
+"""``python -m export {onnx,torchscript,pt2} --checkpoint CKPT [--out FILE]`` (console script ``pixelcnn-export``).
+
+Each subcommand writes one file atomically, loads it back and prints its parity against eager PyTorch on real MNIST
+images (28x28 grey models, from ../shared/data or --data) or random images (other shapes).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from export.onnx import DEFAULT_OPSET, ExportError, export_onnx, metadata, ort_runner, ort_session
+from export.parity import compare, parity_inputs
+from export.pt2 import export_pt2, load_pt2
+from export.torchscript import export_torchscript, load_torchscript
+from pixelcnn.checkpoint import CheckpointError, load_model
+
+SUFFIX = {"onnx": ".onnx", "torchscript": ".ts.pt", "pt2": ".pt2"}
+
+
+def _default_shared() -> str:
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.pardir, "shared", "data")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="format", required=True)
+    for name in SUFFIX:
+        s = sub.add_parser(name, help=f"export to {name}")
+        s.add_argument("--checkpoint", required=True, help="a .pt file written by pixelcnn.train")
+        s.add_argument("--out", help=f"output file (default: checkpoint path with {SUFFIX[name]})")
+        s.add_argument("--data", default=os.environ.get("PIXELCNN_SHARED_DATA", _default_shared()),
+                       help="folder with MNIST/raw/t10k-images-idx3-ubyte.gz for the parity check")
+        if name == "onnx":
+            s.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (18..23)")
+            s.add_argument("--providers", nargs="+", default=["CPUExecutionProvider"],
+                           help="ONNX Runtime execution providers for the parity check")
+    return p
+
+
+def run(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    model, cfg, _ = load_model(args.checkpoint)
+    out = args.out or os.path.splitext(args.checkpoint)[0] + SUFFIX[args.format]
+    image, label = parity_inputs(model, args.data if os.path.isdir(args.data) else None)
+    if args.format == "onnx":
+        export_onnx(model, out, args.opset, metadata(model, cfg.to_dict(), cfg.config_hash()))
+        runner = ort_runner(ort_session(out, args.providers))
+    elif args.format == "torchscript":
+        export_torchscript(model, out)
+        loaded = load_torchscript(out)
+        runner = lambda x, y: loaded(x, y).detach()
+    else:
+        export_pt2(model, out)
+        loaded = load_pt2(out)
+        runner = lambda x, y: loaded(x, y).detach()
+    result = compare(runner, model, image, label)
+    result.update(path=out, bytes=os.path.getsize(out), format=args.format)
+    return result
+
+
+def main(argv=None) -> int:
+    try:
+        r = run(argv)
+    except (CheckpointError, ExportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    status = "OK" if r["ok"] else "MISMATCH"
+    print(f"wrote {r['path']} ({r['bytes'] / 1e6:.2f} MB, {r['format']}); parity vs eager on {r['batch']} images: "
+          f"max |logit diff| {r['max_abs_logit_diff']:.2e}, bits/dim diff {r['bpd_diff']:.2e} -> {status}")
+    return 0 if r["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""ONNX export of the full model (dynamo exporter, dynamic batch, one self-contained file) with metadata props,
+``onnx.checker`` and ONNX Runtime parity right after writing."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Sequence
+
+import torch
+
+from export.wrapper import ExportModule, example_inputs
+from pixelcnn.atomic import atomic_path
+
+MIN_OPSET, MAX_OPSET = 18, 23
+DEFAULT_OPSET = 18
+
+
+class ExportError(ValueError):
+    """The export could not be done as asked (message names the problem and the fix)."""
+
+
+def check_opset(opset: int) -> None:
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"unsupported ONNX opset {opset}: the dynamo exporter supports {MIN_OPSET}..{MAX_OPSET}; "
+                          f"pass --opset {DEFAULT_OPSET}")
+
+
+def metadata(model, cfg_dict: Optional[dict] = None, config_hash: str = "") -> dict:
+    return {"pixelcnn.image_size": json.dumps(list(model.image_size)), "pixelcnn.channels": str(model.channels),
+            "pixelcnn.num_classes": str(model.num_classes), "pixelcnn.levels": "256",
+            "pixelcnn.normalisation": "x / 127.5 - 1 applied inside the graph; input is uint8 0..255",
+            "pixelcnn.input_layout": "image uint8 [N, C, H, W], label int64 [N]",
+            "pixelcnn.output_layout": "logits float32 [N, 256, C, H, W]; softmax over dim 1",
+            "pixelcnn.config": json.dumps(cfg_dict or {}, sort_keys=True),
+            "pixelcnn.config_hash": config_hash}
+
+
+def export_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Optional[dict] = None) -> str:
+    """Write ``path`` (atomically): inputs ``image``/``label``, output ``logits``, dynamic batch, weights inline."""
+    import onnx
+    check_opset(opset)
+    module = ExportModule(model)
+    image, label = example_inputs(model, batch=2)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with atomic_path(path) as tmp:
+        program = torch.onnx.export(module, (image, label), dynamo=True, opset_version=opset,
+                                    input_names=["image", "label"], output_names=["logits"],
+                                    dynamic_shapes={"image": {0: batch}, "label": {0: batch}},
+                                    external_data=False, verbose=False, report=False)
+        proto = program.model_proto
+        for key, value in (props or metadata(model)).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save_model(proto, tmp, save_as_external_data=False)
+        if os.path.exists(tmp + ".data"):
+            raise ExportError("the ONNX exporter wrote external data; the model must stay one file")
+    return path
+
+
+def ort_session(path: str, providers: Sequence[str] = ("CPUExecutionProvider",)):
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise ExportError(f"ONNX Runtime providers {missing} are not available here (have {available}); for "
+                          f"CUDAExecutionProvider install onnxruntime-gpu (pip install 'pixelcnn[gpu]') on a GPU "
+                          f"machine")
+    opts = []
+    for p in providers:
+        opts.append((p, {"cudnn_conv_algo_search": "EXHAUSTIVE"}) if p == "CUDAExecutionProvider" else p)
+    return ort.InferenceSession(path, providers=opts)
+
+
+def ort_runner(session):
+    def run(image: torch.Tensor, label: torch.Tensor):
+        feeds = {"image": image.numpy(), "label": label.numpy()}
+        feeds = {i.name: feeds[i.name] for i in session.get_inputs()}
+        return session.run(["logits"], feeds)[0]
+    return run

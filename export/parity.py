@@ -1,0 +1,41 @@
+"""Parity of an exported model against eager PyTorch: max |logit diff| and bits/dim difference."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pixelcnn.likelihood import bits_per_dim
+
+LOGIT_TOL = 1e-4
+BPD_TOL = 1e-5
+
+
+def parity_inputs(model, shared_mnist: str | None = None, batch: int = 7):
+    """Real MNIST test images for 28x28 grey models when available, random colour/grey images otherwise."""
+    from export.wrapper import example_inputs
+    c, (h, w) = model.channels, model.image_size
+    if shared_mnist and c == 1 and (h, w) == (28, 28):
+        import gzip
+        import os
+        with gzip.open(os.path.join(shared_mnist, "MNIST", "raw", "t10k-images-idx3-ubyte.gz")) as f:
+            data = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 1, 28, 28)
+        image = torch.from_numpy(data[:batch].copy())
+        label = torch.arange(batch) % max(1, model.num_classes)
+        return image, label
+    return example_inputs(model, batch, seed=1)
+
+
+def compare(run: Callable, model, image: torch.Tensor, label: torch.Tensor) -> dict:
+    """``run(image, label) -> logits`` of the exported artefact vs eager ``model``; returns the figures."""
+    from export.wrapper import ExportModule
+    with torch.no_grad():
+        want = ExportModule(model)(image, label)
+    got = torch.as_tensor(np.asarray(run(image, label)))
+    if got.shape != want.shape:
+        raise AssertionError(f"exported model returned {tuple(got.shape)}, eager {tuple(want.shape)}")
+    diff = float((got - want).abs().max())
+    bpd_diff = abs(float(bits_per_dim(got, image)) - float(bits_per_dim(want, image)))
+    return {"max_abs_logit_diff": diff, "bpd_diff": bpd_diff, "batch": int(image.shape[0]),
+            "ok": diff <= LOGIT_TOL and bpd_diff <= BPD_TOL}
