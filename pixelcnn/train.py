@@ -265,6 +265,10 @@ def train(cfg: Config, resume: Optional[str] = None) -> dict:
         best, history, partial = state["best"], list(state["history"]), state.get("partial")
     if ddp.main:
         os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
+        for folder in (run_dir, os.path.join(run_dir, "samples")):  # temp files of a run killed mid-write
+            for name in os.listdir(folder):
+                if name.startswith(".tmp-"):
+                    os.unlink(os.path.join(folder, name))
         cfg.save(os.path.join(run_dir, "config.json"))
         n_params = sum(p.numel() for p in model.parameters())
         print(f"PixelCNN: {n_params:,} parameters | device {device} | conv {conv} | compile {cfg.compile} | "
@@ -286,6 +290,9 @@ def train(cfg: Config, resume: Optional[str] = None) -> dict:
     def save_last(epoch: int, epoch_step: int, partial: Optional[dict]) -> None:
         if not ddp.main:
             return
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise TrainingError(f"the weights became NaN/Inf by step {step}; training stopped and the last good "
+                                f"checkpoint ({run_dir}/last.pt) was kept. Lower --lr or set --grad-clip")
         save_checkpoint(os.path.join(run_dir, "last.pt"), {
             "config": cfg.to_dict(), "data": meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch, "epoch_step": epoch_step,

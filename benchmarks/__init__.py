@@ -1,0 +1,1 @@
+"""pytest-benchmark suites (forward, train_step, sampling) and the report script."""

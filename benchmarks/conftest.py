@@ -1,0 +1,64 @@
+"""Benchmark sizes: the real sizes when timing (`pytest --benchmark-only`), tiny ones when `pytest` / `make test`
+runs each benchmark once as a correctness test; `--gpu-sizes` adds the seed's size (32x32x3, h=256, 15 blocks)."""
+import os
+import threading
+import time
+
+import pytest
+import torch
+
+
+def pytest_addoption(parser):
+    parser.addoption("--gpu-sizes", action="store_true", default=False,
+                     help="also benchmark the seed-sized model (32x32x3, h=256, 15 blocks); meant for a GPU")
+
+
+@pytest.fixture
+def timing(benchmark):
+    """True when the benchmark is really timed (not the one-shot correctness run of `make test`)."""
+    return not benchmark.disabled
+
+
+@pytest.fixture
+def gpu_sizes(request):
+    return request.config.getoption("--gpu-sizes")
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory_mb(fn) -> float:
+    """Peak extra memory of one call of ``fn``: CUDA max_memory_allocated on a GPU, else sampled RSS growth."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    base, peak, done = _rss_bytes(), [0], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.002)
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        t.join()
+    return max(0, max(peak[0], _rss_bytes()) - base) / 2**20
+
+
+def record(benchmark, fn, items: int, unit: str, reference: bool = False, rounds: int = 3, warmup: int = 1):
+    """Time ``fn`` with pytest-benchmark and attach throughput / peak-memory figures for the report."""
+    if not benchmark.disabled:
+        benchmark.extra_info["peak_mem_mb"] = round(peak_memory_mb(fn), 1)
+    benchmark.extra_info.update(items=items, unit=unit, reference=reference,
+                                device="cuda" if torch.cuda.is_available() else "cpu",
+                                torch=torch.__version__)
+    return benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup, iterations=1)
