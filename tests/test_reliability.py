@@ -62,15 +62,20 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert not [p for p in os.listdir(run_dir) + os.listdir(run_dir / "samples") if p.startswith(".tmp")]
 
 
-def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, capsys):
-    code = train_cli.main(["--lr", "1e6", "--grad-clip", "0", "--epochs", "2", "--checkpoint-every", "1",
-                           "--hidden-channels", "8", "--residual-blocks", "1", "--save-dir", str(tmp_path)])
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    real, calls = train_cli.loss_fn, []
+
+    def diverging(*args, **kwargs):  # the 4th step's loss is NaN, as after an exploding update
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 4 else loss
+    monkeypatch.setattr(train_cli, "loss_fn", diverging)
+    code = train_cli.main(["--epochs", "1", "--checkpoint-every", "1", "--hidden-channels", "8",
+                           "--residual-blocks", "1", "--save-dir", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 2 and ("NaN" in err or "loss became" in err), err
-    last = tmp_path / "pixelcnn" / "last.pt"
-    if last.exists():
-        state = load_checkpoint(str(last))
-        assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert code == 2 and "loss became nan" in err and "last good checkpoint" in err, err
+    state = load_checkpoint(str(tmp_path / "pixelcnn" / "last.pt"))
+    assert state["step"] == 3 and all(torch.isfinite(v).all() for v in state["model"].values())
 
 
 def test_resume_with_other_architecture_names_the_mismatch(tmp_path, capsys):
