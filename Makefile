@@ -17,7 +17,7 @@ $(STAMP): $(SOURCES)
 	$(PIP) install -q -r requirements.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
 	$(PIP) show torch >/dev/null
 	MAX_JOBS=2 $(PIP) install -q --no-build-isolation -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
-	$(PYTHON) -c "import pixelcnn._C"
+	$(PYTHON) -c "import torch, pixelcnn._C"
 	touch $(STAMP)
 
 train: $(STAMP)
