@@ -48,7 +48,6 @@ def build_report(data: dict, machine: str, out_dir: str = RESULTS) -> str:
         names, medians = [], []
         for b in sorted(items, key=lambda b: b["stats"]["median"], reverse=True):
             s, e = b["stats"], b["extra_info"]
-            name = b["param"] if b.get("param") else b["name"]
             name = re.sub(r"^.*\[(.*)\]$", r"\1", b["name"])
             thr = e.get("items", 0) / s["median"] if s["median"] else 0
             speed = f"{ref['stats']['median'] / s['median']:.2f}x" if ref else "-"

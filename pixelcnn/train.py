@@ -287,16 +287,19 @@ def train(cfg: Config, resume: Optional[str] = None) -> dict:
                          device.type == "cuda", ddp.rank, ddp.world_size)
     use_labels = data.num_classes > 0
 
-    def save_last(epoch: int, epoch_step: int, partial: Optional[dict]) -> None:
+    def save_last(epoch: int, epoch_step: int, partial: Optional[dict], also_best: bool = False) -> None:
         if not ddp.main:
             return
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise TrainingError(f"the weights became NaN/Inf by step {step}; training stopped and the last good "
                                 f"checkpoint ({run_dir}/last.pt) was kept. Lower --lr or set --grad-clip")
-        save_checkpoint(os.path.join(run_dir, "last.pt"), {
+        state = {
             "config": cfg.to_dict(), "data": meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch, "epoch_step": epoch_step,
-            "step": step, "best": best, "history": history, "partial": partial})
+            "step": step, "best": best, "history": history, "partial": partial}
+        save_checkpoint(os.path.join(run_dir, "last.pt"), state)
+        if also_best:
+            save_checkpoint(os.path.join(run_dir, "best.pt"), state)
 
     from tqdm import tqdm
     last = history[-1] if history else None
@@ -359,10 +362,7 @@ def train(cfg: Config, resume: Optional[str] = None) -> dict:
         if ddp.main:
             method = write_samples(os.path.join(run_dir, "samples", f"epoch_{epoch + 1:03d}.png"), model, cfg,
                                    data, device, epoch + 1)
-            save_last(epoch + 1, 0, None)
-            if improved:
-                save_checkpoint(os.path.join(run_dir, "best.pt"), torch.load(os.path.join(run_dir, "last.pt"),
-                                                                            weights_only=True))
+            save_last(epoch + 1, 0, None, also_best=improved)
             write_metrics(os.path.join(run_dir, "metrics.csv"), history)
             write_curve(os.path.join(run_dir, "loss_curve.png"), history)
             print(f"epoch {epoch + 1}/{cfg.epochs}  step {step}  train {train_bpd:.4f}  test {test_bpd:.4f} "
