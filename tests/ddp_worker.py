@@ -30,4 +30,5 @@ def first_step_grads(rank, world_size, port, out_dir, global_batch):
     if ddp.rank == 0:
         torch.save({n: p.grad for n, p in model.named_parameters()}, os.path.join(out_dir, f"grads{world_size}.pt"))
     if world_size > 1:
+        dist.barrier()  # rank 1 must not tear gloo down while rank 0 is still saving (seen: SIGABRT on exit)
         dist.destroy_process_group()
