@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from export.step import StepModule, example_step_inputs, input_names, output_names
 from export.wrapper import ExportModule, example_inputs
 from pixelcnn.atomic import atomic_path
 
@@ -37,18 +38,39 @@ def metadata(model, cfg_dict: Optional[dict] = None, config_hash: str = "") -> d
 
 def export_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Optional[dict] = None) -> str:
     """Write ``path`` (atomically): inputs ``image``/``label``, output ``logits``, dynamic batch, weights inline."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    return _write(ExportModule(model), example_inputs(model, batch=2), ["image", "label"], ["logits"],
+                  ({0: batch}, {0: batch}), props or metadata(model), path, opset)
+
+
+def export_step_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Optional[dict] = None) -> str:
+    """Write the one-sub-pixel step model (``export.step``) to ``path`` (atomically), dynamic batch."""
+    step = StepModule(model).eval()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    args = example_step_inputs(step, batch=2)
+    props = dict(props or metadata(model))
+    props.update(step_metadata(step))
+    return _write(step, args, input_names(step), output_names(step),
+                  (None, {0: batch}, {0: batch}, tuple({0: batch} for _ in args[3:])), props, path, opset)
+
+
+def step_metadata(step: StepModule) -> dict:
+    return {"pixelcnn.graph": "step",
+            "pixelcnn.input_layout": "position int64 [3] (i, j, c); last uint8 [N]; label int64 [N]; "
+                                     "cache_k float32 [N, *cache_shapes[k]], zeros at the start",
+            "pixelcnn.output_layout": "logits float32 [N, 256] for sub-pixel (i, j, c); cache_k_next",
+            "pixelcnn.cache_shapes": json.dumps([list(s) for s in step.cache_shapes()])}
+
+
+def _write(module, args, inputs, outputs, dynamic_shapes, props, path, opset) -> str:
     import onnx
     check_opset(opset)
-    module = ExportModule(model)
-    image, label = example_inputs(model, batch=2)
-    batch = torch.export.Dim("batch", min=1, max=4096)
     with atomic_path(path) as tmp:
-        program = torch.onnx.export(module, (image, label), dynamo=True, opset_version=opset,
-                                    input_names=["image", "label"], output_names=["logits"],
-                                    dynamic_shapes={"image": {0: batch}, "label": {0: batch}},
-                                    external_data=False, verbose=False, report=False)
+        program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=inputs,
+                                    output_names=outputs, dynamic_shapes=dynamic_shapes, external_data=False,
+                                    verbose=False, report=False)
         proto = program.model_proto
-        for key, value in (props or metadata(model)).items():
+        for key, value in props.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto, full_check=True)

@@ -39,3 +39,29 @@ def compare(run: Callable, model, image: torch.Tensor, label: torch.Tensor) -> d
     bpd_diff = abs(float(bits_per_dim(got, image)) - float(bits_per_dim(want, image)))
     return {"max_abs_logit_diff": diff, "bpd_diff": bpd_diff, "batch": int(image.shape[0]),
             "ok": diff <= LOGIT_TOL and bpd_diff <= BPD_TOL}
+
+
+def compare_step(sampler, model, n: int = 2, seed: int = 0, temperature: float = 1.0) -> dict:
+    """An ONNX Runtime step sampler (``export.ort_sampler.OrtStepSampler``) vs eager PyTorch on the same uniforms:
+    its image vs ``sample(method="cached")``'s, and its logits vs the eager step module's at every step."""
+    from export.step import StepModule
+    from pixelcnn.sampling import draw_uniforms, sample
+    c, (h, w) = model.channels, model.image_size
+    uniforms = draw_uniforms((n, c, h, w), torch.Generator().manual_seed(seed))
+    labels = torch.arange(n) % model.num_classes if model.num_classes else None
+    want = sample(model, labels, temperature, uniforms=uniforms, method="cached", n=n)
+    step = StepModule(model).eval()
+    worst = [0.0]
+
+    def check(feeds, logits):
+        args = [torch.from_numpy(feeds[k]) for k in ("position", "last")]
+        args.append(torch.from_numpy(feeds["label"]) if "label" in feeds else torch.zeros(n, dtype=torch.int64))
+        caches = [torch.from_numpy(feeds[f"cache_{k}"]) for k in range(len(step.cache_shapes()))]
+        with torch.no_grad():
+            eager = step(*args, *caches)[0]
+        worst[0] = max(worst[0], float((torch.from_numpy(logits) - eager).abs().max()))
+
+    got = sampler.sample(uniforms.numpy(), labels.numpy() if labels is not None else None, temperature, check)
+    mismatched = int((torch.from_numpy(got) != want).sum())
+    return {"max_abs_logit_diff": worst[0], "mismatched_subpixels": mismatched, "batch": n,
+            "ok": worst[0] <= LOGIT_TOL and mismatched == 0}

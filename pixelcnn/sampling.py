@@ -109,6 +109,20 @@ def _sample_naive(model, labels, u, temperature, progress):
     return image
 
 
+def cache_geometry(conv) -> tuple[int, int, int]:
+    """(kernel size k, padding p = k//2, cached rows p+1) of a spatial masked conv's ring buffer."""
+    k = conv.kernel_size
+    return k, k // 2, k // 2 + 1
+
+
+def cached_conv_weight(conv) -> torch.Tensor:
+    """Masked weight as a ``[C_in * rows * k, C_out]`` matrix for a patch of the ring buffer (rows i-p..i,
+    cols j-p..j+p, flattened C_in-major); rows below the centre are all masked out, so they are dropped."""
+    _, _, rows = cache_geometry(conv)
+    wm = (conv.weight * conv.mask)[:, :, :rows, :]
+    return wm.reshape(conv.out_channels, -1).t().contiguous()
+
+
 class CachedSampler:
     """Incremental sampler: each spatial layer keeps a ring buffer of its last k//2+1 input rows.
 
@@ -136,13 +150,9 @@ class CachedSampler:
         return (conv.weight * conv.mask)[:, :, 0, 0].t().contiguous(), conv.bias
 
     def _spatial(self, conv):
-        k = conv.kernel_size
-        p = k // 2
-        rows = p + 1
-        wm = (conv.weight * conv.mask)[:, :, :rows, :]  # rows below the centre are masked out
+        k, p, rows = cache_geometry(conv)
         buf = torch.zeros(self.n, conv.in_channels, rows, self.w + 2 * p, dtype=self.dtype, device=self.device)
-        return {"w": wm.reshape(conv.out_channels, -1).t().contiguous(), "b": conv.bias, "k": k, "p": p,
-                "rows": rows, "buf": buf}
+        return {"w": cached_conv_weight(conv), "b": conv.bias, "k": k, "p": p, "rows": rows, "buf": buf}
 
     @staticmethod
     def _store(layer, x: torch.Tensor, i: int, j: int) -> None:
