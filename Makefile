@@ -6,11 +6,13 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP := $(PYTHON) -m pip --disable-pip-version-check
+NODE_DIR := export/examples/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
 SOURCES := setup.py requirements.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cpp csrc/cuda/*.cu csrc/cuda/*.h)
 
 .PHONY: install train test bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
 
 $(STAMP): $(SOURCES)
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -20,13 +22,21 @@ $(STAMP): $(SOURCES)
 	$(PYTHON) -c "import torch, pixelcnn._C"
 	touch $(STAMP)
 
+# The Node.js example's onnxruntime-node (its CPU library ships in the npm package; the install script would fetch
+# the CUDA provider from outside the registry, so it is told to skip that).
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	if command -v npm >/dev/null; then \
+	  cd $(NODE_DIR) && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error && \
+	  touch node_modules/.installed-stamp; \
+	else echo "npm not found: the Node.js example's test will be skipped (apt-get install nodejs npm)"; fi
+
 train: $(STAMP)
 	$(PYTHON) -m pixelcnn.train --compile
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(PYTHON) -m pytest -q -ra
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP)
 	$(PYTHON) -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results/latest.json
 	$(PYTHON) -m benchmarks.report benchmarks/results/latest.json
 

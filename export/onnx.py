@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Optional, Sequence
 
 import torch
@@ -65,7 +66,10 @@ def step_metadata(step: StepModule) -> dict:
 def _write(module, args, inputs, outputs, dynamic_shapes, props, path, opset) -> str:
     import onnx
     check_opset(opset)
-    with atomic_path(path) as tmp:
+    module.eval()
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # every batch-sized input shares one Dim; the exporter says so once per input
+        warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape constraints")
         program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=inputs,
                                     output_names=outputs, dynamic_shapes=dynamic_shapes, external_data=False,
                                     verbose=False, report=False)

@@ -19,6 +19,21 @@ def random_model(channels=1, num_classes=3, hidden=8, blocks=2, kernel_size=5, s
     return model.eval()
 
 
+def write_checkpoint(folder, channels=1, size=(28, 28), num_classes=10, hidden=8, blocks=2, kernel_size=7,
+                     std=0.3, name="model.pt"):
+    """Save a random model as a training checkpoint would (what the exporters read); returns (path, model)."""
+    from pixelcnn.checkpoint import save_checkpoint
+    from pixelcnn.config import Config
+    model = random_model(channels=channels, num_classes=num_classes, hidden=hidden, blocks=blocks,
+                         kernel_size=kernel_size, size=size, dtype=torch.float32, std=std)
+    path = str(folder / name)
+    save_checkpoint(path, {"config": Config(hidden_channels=hidden, residual_blocks=blocks,
+                                            kernel_size=kernel_size).to_dict(),
+                           "model": model.state_dict(),
+                           "data": {"channels": channels, "image_size": list(size), "num_classes": num_classes}})
+    return path, model
+
+
 @pytest.fixture(scope="session")
 def mnist_test_images(shared_data):
     """The first 64 real MNIST test images as uint8 [64, 1, 28, 28] with labels, read from the raw idx file."""

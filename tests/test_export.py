@@ -8,19 +8,11 @@ from export.__main__ import main as export_main
 from export.__main__ import run as export_run
 from export.onnx import ExportError, export_onnx, ort_runner, ort_session
 from export.parity import BPD_TOL, LOGIT_TOL, compare, parity_inputs
-from pixelcnn.checkpoint import save_checkpoint
-from pixelcnn.config import Config
-from tests.conftest import random_model
+from tests.conftest import write_checkpoint
 
 
 def checkpoint(tmp_path, channels=1, size=(28, 28), num_classes=10):
-    model = random_model(channels=channels, num_classes=num_classes, hidden=8, blocks=2, kernel_size=7, size=size,
-                         dtype=torch.float32, std=0.05)
-    path = str(tmp_path / "model.pt")
-    save_checkpoint(path, {"config": Config(hidden_channels=8, residual_blocks=2).to_dict(),
-                           "model": model.state_dict(),
-                           "data": {"channels": channels, "image_size": list(size), "num_classes": num_classes}})
-    return path, model
+    return write_checkpoint(tmp_path, channels=channels, size=size, num_classes=num_classes, std=0.05)
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
