@@ -1,5 +1,6 @@
-"""Group "sampling": naive (full forward per sub-pixel) vs cached (Python) vs cached_ext (C++/CUDA), same model,
-labels and uniforms; each path's image is checked against the naive reference before it is timed."""
+"""Group "sampling": naive (full forward per sub-pixel) vs cached (Python) vs cached_ext (C++/CUDA) vs the exported
+ONNX step model driven by ONNX Runtime (export/ort_sampler.py); same model, labels and uniforms; each path's image is
+checked against the naive reference before it is timed."""
 import pytest
 import torch
 
@@ -23,8 +24,15 @@ def setup(timing):
     return model, labels, u, n * c * size * size
 
 
-@pytest.mark.parametrize("method", ["naive", "cached", "cached_ext"])
-def test_sampling(benchmark, timing, method):
+def _ort_step_runner(model, labels, u, folder):
+    from export.onnx import export_step_onnx
+    from export.ort_sampler import OrtStepSampler
+    sampler = OrtStepSampler(export_step_onnx(model, str(folder / "step.onnx")))
+    return lambda: torch.from_numpy(sampler.sample(u.numpy(), labels.numpy(), 1.0))
+
+
+@pytest.mark.parametrize("method", ["naive", "cached", "cached_ext", "onnx_step"])
+def test_sampling(benchmark, timing, method, tmp_path):
     if method == "cached_ext" and load_extension() is None:
         pytest.skip("extension pixelcnn._C not built")
     benchmark.group = "sampling"
@@ -32,7 +40,10 @@ def test_sampling(benchmark, timing, method):
     key = tuple(u.shape)
     if key not in _reference:
         _reference[key] = sample(model, labels, 1.0, None, "naive", uniforms=u)
-    run = lambda: sample(model, labels, 1.0, None, method, uniforms=u)
+    if method == "onnx_step":
+        run = _ort_step_runner(model, labels, u, tmp_path)
+    else:
+        run = lambda: sample(model, labels, 1.0, None, method, uniforms=u)
     image = run()
     agree = float((image == _reference[key]).float().mean())
     assert agree >= 0.99, f"{method} differs from the naive reference on {1 - agree:.1%} of sub-pixels"

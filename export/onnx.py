@@ -52,13 +52,13 @@ def export_step_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Option
     props = dict(props or metadata(model))
     props.update(step_metadata(step))
     return _write(step, args, input_names(step), output_names(step),
-                  (None, {0: batch}, {0: batch}, tuple({0: batch} for _ in args[3:])), props, path, opset)
+                  (None, {0: batch}, {0: batch}, tuple({3: batch} for _ in args[3:])), props, path, opset)
 
 
 def step_metadata(step: StepModule) -> dict:
     return {"pixelcnn.graph": "step",
             "pixelcnn.input_layout": "position int64 [3] (i, j, c); last uint8 [N]; label int64 [N]; "
-                                     "cache_k float32 [N, *cache_shapes[k]], zeros at the start",
+                                     "cache_k float32 [*cache_shapes[k], N] (batch last), zeros at the start",
             "pixelcnn.output_layout": "logits float32 [N, 256] for sub-pixel (i, j, c); cache_k_next",
             "pixelcnn.cache_shapes": json.dumps([list(s) for s in step.cache_shapes()])}
 

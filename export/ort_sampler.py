@@ -66,7 +66,7 @@ class OrtStepSampler:
                 raise ValueError(f"labels must lie in 0..{self.num_classes - 1}")
         feeds = {"last": np.zeros(n, np.uint8),
                  "label": (labels if labels is not None else np.zeros(n)).astype(np.int64)}
-        feeds.update({f"cache_{k}": np.zeros((n, *s), np.float32) for k, s in enumerate(self.cache_shapes)})
+        feeds.update({f"cache_{k}": np.zeros((*s, n), np.float32) for k, s in enumerate(self.cache_shapes)})
         image = np.zeros((n, c, h, w), np.uint8)
         for i in range(h):
             for j in range(w):

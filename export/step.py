@@ -5,15 +5,15 @@ Inputs (N is dynamic):
   ``position`` int64 [3]        (i, j, c) of the sub-pixel to predict, in raster order, colour innermost
   ``last``     uint8 [N]        the sub-pixel drawn at the step before (ignored at position (0, 0, 0))
   ``label``    int64 [N]        class (class-conditional models only)
-  ``cache_0``  float32 [N, C, rows_0, W + 2 p_0]   the first layer's ring buffer (the image, normalised)
-  ``cache_b``  float32 [N, h, rows_b, W + 2 p_b]   block b's k x k layer input ring buffer, b = 1..B
+  ``cache_0``  float32 [rows_0, W + 2 p_0, C, N]   the first layer's ring buffer (the image, normalised)
+  ``cache_b``  float32 [rows_b, W + 2 p_b, h, N]   block b's k x k layer input ring buffer, b = 1..B
 Outputs:
   ``logits``   float32 [N, 256]  for sub-pixel (i, j, c) (divide by the temperature, softmax, inverse CDF)
   ``cache_k_next``                the updated buffers: feed them back as ``cache_k`` at the next step
 
-Start with all-zero caches (``cache_shapes``). A step first writes ``last`` into cache_0 at its own position, clears
-row i's ring slot when (j, c) = (0, 0), then computes each layer at (i, j) only, reading the cached rows above it,
-and stores the k x k layers' inputs at (i, j). Same arithmetic as ``pixelcnn.sampling.CachedSampler``.
+Start with all-zero caches (``cache_shapes``; batch last). A step first writes ``last`` into cache_0 at its own
+position, then computes each layer at (i, j) only, reading the cached rows above it, and stores the k x k layers'
+inputs at (i, j). Same arithmetic as ``pixelcnn.sampling.CachedSampler`` (sums in another order).
 """
 from __future__ import annotations
 
@@ -25,27 +25,31 @@ from pixelcnn.sampling import cache_geometry, cached_conv_weight
 
 
 class _Spatial(nn.Module):
-    """A k x k masked conv evaluated at one position from its ring buffer."""
+    """A k x k masked conv evaluated at one position from its ring buffer ``[rows, W + 2p, C_in, N]``.
+
+    Batch innermost, so that a store is one ScatterND of a ``[C_in, N]`` slab and a read gathers k columns."""
 
     def __init__(self, conv):
         super().__init__()
         self.k, self.p, self.rows = cache_geometry(conv)
-        self.register_buffer("weight", cached_conv_weight(conv).detach().float())
+        self.in_channels = conv.in_channels
+        w = cached_conv_weight(conv).detach().float()  # rows (C_in, rows, k) -> reorder to (rows, k, C_in)
+        w = w.reshape(self.in_channels, self.rows, self.k, -1).permute(1, 2, 0, 3)
+        self.register_buffer("weight", w.reshape(-1, w.shape[-1]).contiguous())
         self.register_buffer("bias", conv.bias.detach().float())
 
-    def clear_row(self, cache, i, new_row):
-        slot = torch.arange(self.rows) == i % self.rows
-        return torch.where((slot & new_row)[None, None, :, None], torch.zeros_like(cache), cache)
-
-    def store(self, cache, value, i, j):
-        """cache[:, :, i % rows, j + p] = value ([N, C_in]) without in-place writes (exportable)."""
-        at = (torch.arange(self.rows) == i % self.rows)[:, None] & (torch.arange(cache.shape[3]) == j + self.p)
-        return torch.where(at, value[:, :, None, None], cache)
+    def store(self, cache, value, i, j, channel=None):
+        """cache[i % rows, j + p, :, :] = value.T (value ``[N, C_in]``), or only ``channel`` (value ``[N]``);
+        functional (no in-place write), so it exports."""
+        at = ((i % self.rows).reshape(1), (j + self.p).reshape(1))
+        if channel is None:
+            return torch.index_put(cache, at, value.t().unsqueeze(0))
+        return torch.index_put(cache, at + (channel.reshape(1),), value.unsqueeze(0))
 
     def conv_at(self, cache, i, j):
         slots = (i - self.rows + 1 + torch.arange(self.rows)) % self.rows  # rows i-p..i, oldest first
-        patch = cache.index_select(2, slots).index_select(3, j + torch.arange(self.k))
-        return torch.addmm(self.bias, patch.flatten(1), self.weight)
+        patch = cache.index_select(1, j + torch.arange(self.k)).index_select(0, slots)  # [rows, k, C_in, N]
+        return torch.addmm(self.bias, patch.permute(3, 0, 1, 2).flatten(1), self.weight)
 
 
 class _Dense(nn.Module):
@@ -85,26 +89,24 @@ class StepModule(nn.Module):
         return [self.first] + [b.mid for b in self.blocks]
 
     def cache_shapes(self) -> list[tuple[int, int, int]]:
-        """Per-image shape ``(C_in, rows, W + 2p)`` of each cache input, in input order."""
-        return [(s.weight.shape[0] // (s.rows * s.k), s.rows, self.width + 2 * s.p) for s in self.spatial()]
+        """Per-image shape ``(rows, W + 2p, C_in)`` of each cache input (the batch dim comes last), in input order."""
+        return [(s.rows, self.width + 2 * s.p, s.in_channels) for s in self.spatial()]
 
     def initial_caches(self, n: int) -> list[torch.Tensor]:
-        return [torch.zeros(n, *shape) for shape in self.cache_shapes()]
+        return [torch.zeros(*shape, n) for shape in self.cache_shapes()]
 
     def forward(self, position: torch.Tensor, last: torch.Tensor, label: torch.Tensor, *caches: torch.Tensor):
         i, j, c = position[0], position[1], position[2]
         colors, width = self.channels, self.width
-        # the previous sub-pixel in raster order, written into the first layer's buffer
-        index = (i * width + j) * colors + c
-        prev = (index - 1).clamp(min=0)
+        # the previous sub-pixel in raster order goes into the first layer's buffer. At (0, 0, 0) there is none:
+        # ``last`` then lands on (0, 0, 0) itself, which no weight reads before the real value overwrites it.
+        prev = ((i * width + j) * colors + c - 1).clamp(min=0)
         pc, pj, pi = prev % colors, (prev // colors) % width, prev // (colors * width)
-        value = last.to(torch.float32) / 127.5 - 1.0
         first = self.first
-        at = ((torch.arange(colors) == pc)[:, None, None] & (torch.arange(first.rows) == pi % first.rows)[:, None]
-              & (torch.arange(caches[0].shape[3]) == pj + first.p) & (index > 0))
-        cache0 = torch.where(at, value[:, None, None, None], caches[0])
-        new_row = (j == 0) & (c == 0)
-        caches = [s.clear_row(x, i, new_row) for s, x in zip(self.spatial(), [cache0] + list(caches[1:]))]
+        caches = list(caches)
+        caches[0] = first.store(caches[0], last.to(torch.float32) / 127.5 - 1.0, pi, pj, channel=pc)
+        # no clearing when a row starts: a ring slot still holds the row `rows` above it, but every stale value
+        # sits right of (i, j) or at channels >= c, where the masked weights are exactly 0
 
         x = first.conv_at(caches[0], i, j)
         if self.conditional:

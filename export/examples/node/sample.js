@@ -109,9 +109,9 @@ async function main() {
   const meta = Object.fromEntries(session.inputMetadata.map((m) => [m.name, m]));
   if (!meta.position || !meta.cache_0) fail(`${args.model} is not a step model (export it with --step)`);
   const cacheNames = session.inputNames.filter((name) => name.startsWith('cache_'));
-  const firstShape = meta.cache_0.shape; // [batch, C, rows, W + 2 (rows - 1)]
-  const channels = firstShape[1];
-  const width = firstShape[3] - 2 * (firstShape[2] - 1);
+  const firstShape = meta.cache_0.shape; // [rows, W + 2 (rows - 1), C, batch]
+  const channels = firstShape[2];
+  const width = firstShape[1] - 2 * (firstShape[0] - 1);
   const conditional = session.inputNames.includes('label');
 
   const labels = args.labels ? args.labels.split(',').map(Number) : null;
@@ -134,7 +134,7 @@ async function main() {
   const feeds = { last: new ort.Tensor('uint8', new Uint8Array(n), [n]) };
   if (conditional) feeds.label = new ort.Tensor('int64', BigInt64Array.from(labels.map(BigInt)), [n]);
   for (const name of cacheNames) {
-    const shape = [n, ...meta[name].shape.slice(1)];
+    const shape = meta[name].shape.map((d) => (typeof d === 'number' ? d : n)); // the batch dim is symbolic
     feeds[name] = new ort.Tensor('float32', new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
   }
   const image = new Uint8Array(n * c * h * w);
