@@ -65,10 +65,13 @@ def test_all_methods_draw_bit_identical_images_in_float64(channels, conditional)
 
 
 @needs_ext
-def test_extension_matches_python_cached_in_float32_on_trained_size_model():
-    model = random_model(channels=1, num_classes=10, hidden=32, blocks=3, kernel_size=7, size=(12, 12),
-                         dtype=torch.float32, std=0.05)
-    labels = torch.arange(8) % 10
+@pytest.mark.parametrize("n,hidden,std", [(8, 32, 0.05), (7, 12, 0.3), (5, 24, 0.3)])
+def test_extension_matches_python_cached_in_float32_on_trained_size_model(n, hidden, std):
+    """float32 runs the AVX2/FMA register tiles (4 images x 16 outputs) with axpy edges: 7 and 5 images leave
+    remainder images, 2h = 24 and h = 12 leave remainder outputs."""
+    model = random_model(channels=1, num_classes=10, hidden=hidden, blocks=3, kernel_size=7, size=(12, 12),
+                         dtype=torch.float32, std=std)
+    labels = torch.arange(n) % 10
     a = sample(model, labels, 1.3, torch.Generator().manual_seed(2), "cached")
     b = sample(model, labels, 1.3, torch.Generator().manual_seed(2), "cached_ext")
     assert (a == b).float().mean() > 0.99  # float32: summation order may flip a rare draw at a CDF boundary
