@@ -11,7 +11,38 @@ import re
 import sys
 from collections import defaultdict
 
+from pixelcnn.atomic import atomic_write_text
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+# the issue's targets: (group prefix, path, compared with, minimum speedup); forward paths carry a size suffix
+TARGETS = [("train_step", "compile", "eager", 1.2), ("forward", "onnxruntime", "eager", 1.3),
+           ("sampling", "cached_ext", "naive", 300.0)]
+
+
+def _path_name(bench: dict) -> str:
+    return re.sub(r"^.*\[(.*)\]$", r"\1", bench["name"])
+
+
+def target_lines(groups: dict) -> list[str]:
+    """Rows ``| group | path vs base | speedup | target | met |`` for every target whose two paths were run."""
+    rows = []
+    for prefix, path, base, minimum in TARGETS:
+        for group, items in sorted(groups.items()):
+            if not group.startswith(prefix):
+                continue
+            medians = {_path_name(b): b["stats"]["median"] for b in items}
+            for name, median in sorted(medians.items()):
+                if name == path or name.startswith(path + "-"):
+                    other = base + name[len(path):]
+                    if other in medians and median > 0:
+                        ratio = medians[other] / median
+                        rows.append(f"| {group} | {name} vs {other} | {ratio:.2f}x | >= {minimum:g}x | "
+                                    f"{'met' if ratio >= minimum else 'missed'} |")
+    if not rows:
+        return []
+    return ["## Targets (same run)", "", "| group | paths | speedup | target | |", "|---|---|---:|---:|---|",
+            *rows, ""]
 
 
 def machine_name(data: dict) -> str:
@@ -40,6 +71,7 @@ def build_report(data: dict, machine: str, out_dir: str = RESULTS) -> str:
              f"{first.get('torch', '?')}, device {first.get('device', '?')}; CPU "
              f"{info.get('cpu', {}).get('brand_raw', '?')} ({info.get('cpu', {}).get('count', '?')} logical cores).",
              "Times are medians over the rounds; speedup = reference median / path median (same run).", ""]
+    lines += target_lines(groups)
     os.makedirs(out_dir, exist_ok=True)
     for group, items in sorted(groups.items()):
         ref = next((b for b in items if b["extra_info"].get("reference")), None)
@@ -48,7 +80,7 @@ def build_report(data: dict, machine: str, out_dir: str = RESULTS) -> str:
         names, medians = [], []
         for b in sorted(items, key=lambda b: b["stats"]["median"], reverse=True):
             s, e = b["stats"], b["extra_info"]
-            name = re.sub(r"^.*\[(.*)\]$", r"\1", b["name"])
+            name = _path_name(b)
             thr = e.get("items", 0) / s["median"] if s["median"] else 0
             speed = f"{ref['stats']['median'] / s['median']:.2f}x" if ref else "-"
             mem = f"{e['peak_mem_mb']:.0f} MB" if "peak_mem_mb" in e else "-"
@@ -68,8 +100,7 @@ def build_report(data: dict, machine: str, out_dir: str = RESULTS) -> str:
         plt.close(fig)
         lines += [f"![{group}]({png})", ""]
     path = os.path.join(out_dir, f"{machine}.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 

@@ -123,10 +123,17 @@ __attribute__((target("avx2,fma"))) void dense_tiles_f32(const float* in, int64_
   }
 }
 
-const bool kHaveFma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+bool have_fma() {
+  static const bool yes = [] {
+    __builtin_cpu_init();  // may run before libgcc's own constructor has filled in the CPU model
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return yes;
+}
 
 void dense(const float* in, int64_t K, int64_t nimg, const float* w, int64_t cout, float* out) {
-  const int64_t nfull = kHaveFma ? nimg / 4 * 4 : 0, cfull = kHaveFma ? cout / 16 * 16 : 0;
+  const bool tiles = have_fma();
+  const int64_t nfull = tiles ? nimg / 4 * 4 : 0, cfull = tiles ? cout / 16 * 16 : 0;
   if (nfull > 0 && cfull > 0) {
     dense_tiles_f32(in, K, nfull, w, cout, cfull, out);
     if (cfull < cout) dense_axpy_f32(in, K, 0, nfull, w, cout, cfull, out);
