@@ -47,4 +47,4 @@ def first_grads_of(net, model, image, labels):
     model.zero_grad()
     loss = nll_nats(net(image, labels), image)
     loss.backward()
-    return float(loss), torch.cat([p.grad.flatten() for p in model.parameters()]).clone()
+    return float(loss.detach()), torch.cat([p.grad.flatten() for p in model.parameters()]).clone()
