@@ -322,8 +322,8 @@ def train(cfg: Config, resume: Optional[str] = None) -> dict:
             labels = labels.to(device, non_blocking=True) if use_labels else None
             loss = loss_fn(net, images, labels, amp)
             if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; training "
-                                    f"stopped and the last good checkpoint ({run_dir}/last.pt) was kept. Lower "
+                raise TrainingError(f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; "
+                                    f"training stopped and the last good checkpoint ({run_dir}/last.pt) was kept. Lower "
                                     f"--lr (now {optimizer.param_groups[0]['lr']:g}) or set --grad-clip")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
