@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pixelcnn.model import LEVELS, PixelCNN
-from pixelcnn.sampling import cache_geometry, cached_conv_weight
+from pixelcnn.sampling import cache_geometry, cached_conv_weight, dense_weight
 
 
 class _Spatial(nn.Module):
@@ -57,7 +57,7 @@ class _Dense(nn.Module):
 
     def __init__(self, conv):
         super().__init__()
-        self.register_buffer("weight", (conv.weight * conv.mask)[:, :, 0, 0].t().contiguous().detach().float())
+        self.register_buffer("weight", dense_weight(conv).detach().float())
         self.register_buffer("bias", conv.bias.detach().float())
 
     def forward(self, x):
@@ -80,9 +80,9 @@ class StepModule(nn.Module):
         self.register_buffer("embed", model.embed.weight.detach().float() if model.embed is not None else None)
         self.blocks = nn.ModuleList(_Block(b) for b in model.blocks)
         self.head_hidden = _Dense(model.head_hidden)
-        w_o = (model.head_out.weight * model.head_out.mask)[:, :, 0, 0].detach().float()
+        w_o = dense_weight(model.head_out).detach().float()
         # output channel v*C + c -> [hidden, v, c], so the step picks colour c with one gather
-        self.register_buffer("w_o", w_o.t().reshape(-1, LEVELS, self.channels).contiguous())
+        self.register_buffer("w_o", w_o.reshape(-1, LEVELS, self.channels).contiguous())
         self.register_buffer("b_o", model.head_out.bias.detach().float().reshape(LEVELS, self.channels))
 
     def spatial(self) -> list[_Spatial]:

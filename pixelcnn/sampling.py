@@ -115,6 +115,11 @@ def cache_geometry(conv) -> tuple[int, int, int]:
     return k, k // 2, k // 2 + 1
 
 
+def dense_weight(conv) -> torch.Tensor:
+    """A 1x1 masked conv's weight as a ``[C_in, C_out]`` matrix for one position."""
+    return (conv.weight * conv.mask)[:, :, 0, 0].t().contiguous()
+
+
 def cached_conv_weight(conv) -> torch.Tensor:
     """Masked weight as a ``[C_in * rows * k, C_out]`` matrix for a patch of the ring buffer (rows i-p..i,
     cols j-p..j+p, flattened C_in-major); rows below the centre are all masked out, so they are dropped."""
@@ -147,7 +152,7 @@ class CachedSampler:
         self.head_out = self._dense(model.head_out)
 
     def _dense(self, conv):
-        return (conv.weight * conv.mask)[:, :, 0, 0].t().contiguous(), conv.bias
+        return dense_weight(conv), conv.bias
 
     def _spatial(self, conv):
         k, p, rows = cache_geometry(conv)
