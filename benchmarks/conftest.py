@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from pixelcnn.cpu_allocator import keep_heap
+from pixelcnn.cpu_allocator import keep_heap, trim_heap
 
 
 def pytest_configure(config):
@@ -36,15 +36,6 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _trim_heap() -> None:
-    """Hand freed heap pages back to the OS (glibc), so that RSS growth sees memory reused from earlier runs."""
-    import ctypes
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def peak_memory_mb(fn) -> float:
     """Peak extra memory of one call of ``fn``: CUDA max_memory_allocated on a GPU, else sampled RSS growth."""
     if torch.cuda.is_available():
@@ -54,7 +45,7 @@ def peak_memory_mb(fn) -> float:
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    _trim_heap()
+    trim_heap()  # so that RSS growth also sees memory reused from earlier runs
     base, peak, done = _rss_bytes(), [0], threading.Event()
 
     def watch():

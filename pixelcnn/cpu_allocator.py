@@ -1,4 +1,4 @@
-"""Keep large CPU tensors on glibc's heap instead of fresh mmap pages.
+"""glibc heap controls: keep large CPU tensors on the heap instead of fresh mmap pages, and trim it on demand.
 
 glibc serves blocks above its mmap threshold (128 KiB at start, adapting upwards only as mmapped blocks are freed)
 with new mappings and returns freed heap tops to the OS past its trim threshold. A training step allocates and frees
@@ -17,13 +17,26 @@ MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's cap on 64-bit
 TRIM_THRESHOLD = 2**31 - 1  # int argument: the largest it takes (2 GiB)
 
 
+def _glibc(name: str):
+    """The glibc function ``name``, or None on other C libraries."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_heap() -> bool:
     """Raise glibc's mmap/trim thresholds; True when applied (False on other C libraries: nothing changes)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1
     return mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok
+
+
+def trim_heap() -> None:
+    """Hand freed heap pages back to the OS now (glibc ``malloc_trim``), e.g. before measuring RSS growth."""
+    malloc_trim = _glibc("malloc_trim")
+    if malloc_trim is not None:
+        malloc_trim(0)
