@@ -131,16 +131,13 @@ bool have_fma() {
   return yes;
 }
 
+// Tiles cover images [0, nfull) x outputs [0, cfull); axpy does the rest (everything without AVX2/FMA).
 void dense(const float* in, int64_t K, int64_t nimg, const float* w, int64_t cout, float* out) {
   const bool tiles = have_fma();
   const int64_t nfull = tiles ? nimg / 4 * 4 : 0, cfull = tiles ? cout / 16 * 16 : 0;
-  if (nfull > 0 && cfull > 0) {
-    dense_tiles_f32(in, K, nfull, w, cout, cfull, out);
-    if (cfull < cout) dense_axpy_f32(in, K, 0, nfull, w, cout, cfull, out);
-    dense_axpy_f32(in, K, nfull, nimg, w, cout, 0, out);
-  } else {
-    dense_axpy_f32(in, K, 0, nimg, w, cout, 0, out);
-  }
+  dense_tiles_f32(in, K, nfull, w, cout, cfull, out);
+  dense_axpy_f32(in, K, 0, nfull, w, cout, cfull, out);
+  dense_axpy_f32(in, K, nfull, nimg, w, cout, 0, out);
 }
 
 __attribute__((target_clones("avx2", "default"))) void dense(const double* in, int64_t K, int64_t nimg,

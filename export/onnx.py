@@ -46,7 +46,7 @@ def export_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Optional[di
 
 def export_step_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Optional[dict] = None) -> str:
     """Write the one-sub-pixel step model (``export.step``) to ``path`` (atomically), dynamic batch."""
-    step = StepModule(model).eval()
+    step = StepModule(model)
     batch = torch.export.Dim("batch", min=1, max=4096)
     args = example_step_inputs(step, batch=2)
     props = dict(props or metadata(model))
