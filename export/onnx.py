@@ -48,16 +48,18 @@ def export_step_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Option
     """Write the one-sub-pixel step model (``export.step``) to ``path`` (atomically), dynamic batch."""
     step = StepModule(model)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    args = example_step_inputs(step, batch=2)
+    names = input_names(step)
     props = dict(props or metadata(model))
     props.update(step_metadata(step))
-    return _write(step, args, input_names(step), output_names(step),
-                  (None, {0: batch}, {0: batch}, tuple({3: batch} for _ in args[3:])), props, path, opset)
+    # position: static; last and label: batch first; caches: batch last. The varargs after ``last`` form one tuple.
+    rest = tuple({0: batch} if name == "label" else {3: batch} for name in names[2:])
+    return _write(step, example_step_inputs(step, batch=2), names, output_names(step), (None, {0: batch}, rest),
+                  props, path, opset)
 
 
 def step_metadata(step: StepModule) -> dict:
     return {"pixelcnn.graph": "step",
-            "pixelcnn.input_layout": "position int64 [3] (i, j, c); last uint8 [N]; label int64 [N]; "
+            "pixelcnn.input_layout": "position int64 [3] (i, j, c); last uint8 [N]; label int64 [N] (class-conditional only); "
                                      "cache_k float32 [*cache_shapes[k], N] (batch last), zeros at the start",
             "pixelcnn.output_layout": "logits float32 [N, 256] for sub-pixel (i, j, c); cache_k_next",
             "pixelcnn.cache_shapes": json.dumps([list(s) for s in step.cache_shapes()])}

@@ -44,7 +44,6 @@ class OrtStepSampler:
         self.height, self.width = json.loads(meta["pixelcnn.image_size"])
         self.num_classes = int(meta["pixelcnn.num_classes"])
         self.cache_shapes = [tuple(s) for s in json.loads(meta["pixelcnn.cache_shapes"])]
-        self.inputs = {i.name for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def sample(self, uniforms: np.ndarray, labels: Optional[np.ndarray] = None, temperature: float = 1.0,
@@ -64,18 +63,18 @@ class OrtStepSampler:
                 raise ValueError(f"labels must be int64 [{n}] in 0..{self.num_classes - 1} for this model")
             if labels.min() < 0 or labels.max() >= self.num_classes:
                 raise ValueError(f"labels must lie in 0..{self.num_classes - 1}")
-        feeds = {"last": np.zeros(n, np.uint8),
-                 "label": (labels if labels is not None else np.zeros(n)).astype(np.int64)}
+        feeds = {"last": np.zeros(n, np.uint8)}
+        if self.num_classes:  # an unconditional step model has no label input
+            feeds["label"] = labels.astype(np.int64)
         feeds.update({f"cache_{k}": np.zeros((*s, n), np.float32) for k, s in enumerate(self.cache_shapes)})
         image = np.zeros((n, c, h, w), np.uint8)
         for i in range(h):
             for j in range(w):
                 for k in range(c):
                     feeds["position"] = np.array([i, j, k], np.int64)
-                    step_feeds = {a: v for a, v in feeds.items() if a in self.inputs}
-                    logits, *caches = self.session.run(self.outputs, step_feeds)
+                    logits, *caches = self.session.run(self.outputs, feeds)
                     if on_step is not None:
-                        on_step(step_feeds, logits)
+                        on_step(feeds, logits)
                     value = pick_values(logits, uniforms[:, k, i, j], temperature)
                     image[:, k, i, j] = value
                     feeds["last"] = value

@@ -44,7 +44,7 @@ def compare(run: Callable, model, image: torch.Tensor, label: torch.Tensor) -> d
 def compare_step(sampler, model, n: int = 2, seed: int = 0, temperature: float = 1.0) -> dict:
     """An ONNX Runtime step sampler (``export.ort_sampler.OrtStepSampler``) vs eager PyTorch on the same uniforms:
     its image vs ``sample(method="cached")``'s, and its logits vs the eager step module's at every step."""
-    from export.step import StepModule
+    from export.step import StepModule, input_names
     from pixelcnn.sampling import draw_uniforms, sample
     c, (h, w) = model.channels, model.image_size
     uniforms = draw_uniforms((n, c, h, w), torch.Generator().manual_seed(seed))
@@ -54,11 +54,8 @@ def compare_step(sampler, model, n: int = 2, seed: int = 0, temperature: float =
     worst = [0.0]
 
     def check(feeds, logits):
-        args = [torch.from_numpy(feeds[k]) for k in ("position", "last")]
-        args.append(torch.from_numpy(feeds["label"]) if "label" in feeds else torch.zeros(n, dtype=torch.int64))
-        caches = [torch.from_numpy(feeds[f"cache_{k}"]) for k in range(len(step.cache_shapes()))]
         with torch.no_grad():
-            eager = step(*args, *caches)[0]
+            eager = step(*(torch.from_numpy(feeds[name]) for name in input_names(step)))[0]
         worst[0] = max(worst[0], float((torch.from_numpy(logits) - eager).abs().max()))
 
     got = sampler.sample(uniforms.numpy(), labels.numpy() if labels is not None else None, temperature, check)

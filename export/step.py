@@ -95,7 +95,9 @@ class StepModule(nn.Module):
     def initial_caches(self, n: int) -> list[torch.Tensor]:
         return [torch.zeros(*shape, n) for shape in self.cache_shapes()]
 
-    def forward(self, position: torch.Tensor, last: torch.Tensor, label: torch.Tensor, *caches: torch.Tensor):
+    def forward(self, position: torch.Tensor, last: torch.Tensor, *rest: torch.Tensor):
+        """``rest``: ``label, *caches`` for a class-conditional model, else the caches (``input_names`` order)."""
+        label, caches = (rest[0], rest[1:]) if self.conditional else (None, rest)
         i, j, c = position[0], position[1], position[2]
         colors, width = self.channels, self.width
         # the previous sub-pixel in raster order goes into the first layer's buffer. At (0, 0, 0) there is none:
@@ -127,7 +129,8 @@ class StepModule(nn.Module):
 
 
 def input_names(step: StepModule) -> list[str]:
-    return ["position", "last", "label"] + [f"cache_{k}" for k in range(len(step.cache_shapes()))]
+    label = ["label"] if step.conditional else []
+    return ["position", "last"] + label + [f"cache_{k}" for k in range(len(step.cache_shapes()))]
 
 
 def output_names(step: StepModule) -> list[str]:
@@ -137,5 +140,5 @@ def output_names(step: StepModule) -> list[str]:
 def example_step_inputs(step: StepModule, batch: int = 2) -> tuple[torch.Tensor, ...]:
     position = torch.tensor([1, 2, step.channels - 1], dtype=torch.int64)
     last = torch.full((batch,), 7, dtype=torch.uint8)
-    label = torch.zeros(batch, dtype=torch.int64)
-    return (position, last, label, *step.initial_caches(batch))
+    label = [torch.zeros(batch, dtype=torch.int64)] if step.conditional else []
+    return (position, last, *label, *step.initial_caches(batch))

@@ -107,7 +107,8 @@ def node_command():
     return [node, os.path.join(NODE_EXAMPLE, "sample.js")]
 
 
-@pytest.mark.parametrize("channels,num_classes,size,temperature", [(1, 10, (28, 28), 1.0), (3, 4, (6, 5), 0.8)])
+@pytest.mark.parametrize("channels,num_classes,size,temperature",
+                         [(1, 10, (28, 28), 1.0), (3, 4, (6, 5), 0.8), (3, 0, (5, 4), 1.0)])
 def test_node_onnxruntime_draws_the_same_images_as_python(tmp_path, channels, num_classes, size, temperature):
     node = node_command()
     path, model = write_checkpoint(tmp_path, channels=channels, size=size, num_classes=num_classes, hidden=8,
