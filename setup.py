@@ -33,14 +33,16 @@ def _extensions():
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     with_cuda = bool(cuda_home and torch.version.cuda)
-    sources = ["csrc/module.cpp", "csrc/sampler.cpp"]
-    cxx = ["-O3", "-fopenmp"]  # the C++ standard comes from torch (C++20 for 2.14)
+    sources = ["csrc/module.cpp", "csrc/ops.cpp", "csrc/sampler.cpp"]
+    # the C++ standard comes from torch (C++20 for 2.14); no fused multiply-add unless written out, so that the
+    # draw rule (csrc/draw.h) gives the same bits as its Python mirror and the CUDA build (--fmad=false)
+    cxx = ["-O3", "-fopenmp", "-ffp-contract=off"]
     if with_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
         sources += ["csrc/cuda/sampler_cuda.cpp", "csrc/cuda/sampler_kernels.cu"]
         ext = CUDAExtension("pixelcnn._C", sources, define_macros=[("PIXELCNN_WITH_CUDA", None)],
-                            extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
+                            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--fmad=false"]},
                             extra_link_args=["-fopenmp"])
     else:
         print("pixelcnn: building the C++ extension without CUDA (no nvcc/CUDA toolkit or PIXELCNN_NO_CUDA=1)")

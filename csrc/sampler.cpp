@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "draw.h"
+#include "pixels.h"
 #include "sampler.h"
 
 namespace pixelcnn {
@@ -44,9 +46,17 @@ int64_t check_sampler_args(const at::Tensor& u, const std::vector<at::Tensor>& w
   return blocks;
 }
 
-at::Tensor pick_values(const at::Tensor& logits, const at::Tensor& u, double temperature) {
-  auto cdf = at::softmax((logits / temperature).to(at::kFloat), -1).cumsum(-1);
-  return cdf.le(u.unsqueeze(1)).sum(-1).clamp_max(255);
+void check_known(const at::Tensor& u, const c10::optional<at::Tensor>& known,
+                 const c10::optional<at::Tensor>& known_mask) {
+  TORCH_CHECK(known.has_value() == known_mask.has_value(), "cached_sample: pass both known and known_mask, or "
+              "neither");
+  if (!known.has_value()) return;
+  TORCH_CHECK(known->scalar_type() == at::kByte && known->sizes() == u.sizes(), "cached_sample: known must be "
+              "uint8 ", u.sizes(), " (the uniforms' shape), got ", known->scalar_type(), " ", known->sizes());
+  TORCH_CHECK(known_mask->scalar_type() == at::kBool && known_mask->sizes() == u.sizes(), "cached_sample: "
+              "known_mask must be bool ", u.sizes(), ", got ", known_mask->scalar_type(), " ", known_mask->sizes());
+  TORCH_CHECK(known->device() == u.device() && known_mask->device() == u.device(),
+              "cached_sample: known and known_mask must be on the uniforms' device");
 }
 
 at::Tensor pack_live_taps(const at::Tensor& weight) {
@@ -204,7 +214,8 @@ void init_rows(T* out, const at::Tensor& bias, const T* cond, int64_t nimg, int6
 template <typename T>
 at::Tensor cached_sample_cpu_impl(const at::Tensor& u, const std::vector<at::Tensor>& weights,
                                   const std::vector<at::Tensor>& biases, const std::vector<at::Tensor>& conds,
-                                  int64_t C, double temperature, int64_t blocks) {
+                                  int64_t C, double temperature, int64_t blocks,
+                                  const c10::optional<at::Tensor>& known, const c10::optional<at::Tensor>& known_mask) {
   const int64_t N = u.size(0), H = u.size(2), W = u.size(3);
   std::vector<Layer<T>> layers;
   for (size_t l = 0; l < weights.size(); ++l) {
@@ -224,6 +235,9 @@ at::Tensor cached_sample_cpu_impl(const at::Tensor& u, const std::vector<at::Ten
   auto image = at::zeros({N, C, H, W}, u.options().dtype(at::kByte));
   auto logits = at::empty({N, 256}, weights[0].options());
   uint8_t* img = image.data_ptr<uint8_t>();
+  const float* up = u.data_ptr<float>();
+  const uint8_t* kval = known ? known->data_ptr<uint8_t>() : nullptr;
+  const bool* kmask = known ? known_mask->data_ptr<bool>() : nullptr;
 
   for (int64_t i = 0; i < H; ++i) {
     for (int64_t j = 0; j < W; ++j) {
@@ -248,7 +262,7 @@ at::Tensor cached_sample_cpu_impl(const at::Tensor& u, const std::vector<at::Ten
               }
             }
             T pix[3];
-            for (int64_t cc = 0; cc < C; ++cc) pix[cc] = T(img[((n * C + cc) * H + i) * W + j]) / T(127.5) - T(1);
+            for (int64_t cc = 0; cc < C; ++cc) pix[cc] = to_unit<T>(img[((n * C + cc) * H + i) * W + j]);
             store(first, n, i, j, pix);
             gather(first, n, i, j, a.data() + (n - n0) * first.K);
           }
@@ -289,12 +303,16 @@ at::Tensor cached_sample_cpu_impl(const at::Tensor& u, const std::vector<at::Ten
           for (int64_t n = 0; n < m; ++n) std::copy(hb, hb + 256, out + n * 256);
           dense(y.data(), hh.cout, m, head_c[c].template data_ptr<T>(), 256, out);
         });
-        auto v = pick_values(logits, u.select(1, c).select(1, i).select(1, j), temperature);
-        image.select(1, c).select(1, i).select(1, j).copy_(v);
+        const T* lg = logits.template data_ptr<T>();
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t at = ((n * C + c) * H + i) * W + j;
+          img[at] = kmask && kmask[at] ? kval[at]
+                                       : static_cast<uint8_t>(draw::draw_value(lg + n * 256, 1, temperature, up[at]));
+        }
         if (c == C - 1) {  // later pixels read this one's final value from the first layer's buffer
           for (int64_t n = 0; n < N; ++n) {
             T pix[3];
-            for (int64_t cc = 0; cc < C; ++cc) pix[cc] = T(img[((n * C + cc) * H + i) * W + j]) / T(127.5) - T(1);
+            for (int64_t cc = 0; cc < C; ++cc) pix[cc] = to_unit<T>(img[((n * C + cc) * H + i) * W + j]);
             store(first, n, i, j, pix);
           }
         }
@@ -305,25 +323,30 @@ at::Tensor cached_sample_cpu_impl(const at::Tensor& u, const std::vector<at::Ten
 }
 
 at::Tensor cached_sample_cpu(const at::Tensor& u, at::TensorList weights_, at::TensorList biases_,
-                             at::TensorList conds_, int64_t channels, double temperature) {
+                             at::TensorList conds_, int64_t channels, double temperature,
+                             const c10::optional<at::Tensor>& known_, const c10::optional<at::Tensor>& mask_) {
   std::vector<at::Tensor> weights(weights_.begin(), weights_.end()), biases(biases_.begin(), biases_.end()),
       conds(conds_.begin(), conds_.end());
   const int64_t blocks = check_sampler_args(u, weights, biases, conds, channels, temperature);
   auto dtype = weights[0].scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "cached_sample (CPU): weights must be float32 or "
               "float64, got ", dtype);
+  check_known(u, known_, mask_);
   auto uc = u.contiguous();
-  if (dtype == at::kFloat) return cached_sample_cpu_impl<float>(uc, weights, biases, conds, channels, temperature,
-                                                                blocks);
-  return cached_sample_cpu_impl<double>(uc, weights, biases, conds, channels, temperature, blocks);
+  c10::optional<at::Tensor> known, known_mask;
+  if (known_.has_value()) {
+    known = known_->contiguous();
+    known_mask = mask_->contiguous();
+  }
+  if (dtype == at::kFloat) {
+    return cached_sample_cpu_impl<float>(uc, weights, biases, conds, channels, temperature, blocks, known,
+                                         known_mask);
+  }
+  return cached_sample_cpu_impl<double>(uc, weights, biases, conds, channels, temperature, blocks, known,
+                                        known_mask);
 }
 
 }  // namespace
-
-TORCH_LIBRARY(pixelcnn, m) {
-  m.def("cached_sample(Tensor uniforms, Tensor[] weights, Tensor[] biases, Tensor[] conds, int channels, "
-        "float temperature) -> Tensor");
-}
 
 TORCH_LIBRARY_IMPL(pixelcnn, CPU, m) { m.impl("cached_sample", &cached_sample_cpu); }
 

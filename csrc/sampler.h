@@ -10,8 +10,9 @@ int64_t check_sampler_args(const at::Tensor& u, const std::vector<at::Tensor>& w
                            const std::vector<at::Tensor>& biases, const std::vector<at::Tensor>& conds,
                            int64_t channels, double temperature);
 
-// The same inverse-CDF rule as pixelcnn.sampling.pick_values: logits [N,256], u [N] -> int64 [N].
-at::Tensor pick_values(const at::Tensor& logits, const at::Tensor& u, double temperature);
+// Completion inputs of cached_sample: both or neither; uint8 and bool of the uniforms' shape and device.
+void check_known(const at::Tensor& u, const c10::optional<at::Tensor>& known,
+                 const c10::optional<at::Tensor>& known_mask);
 
 // A masked weight [Cout, Cin, k, k] packed to its live taps [K][Cout], K = (p*k + p + 1) * Cin, p = k/2: rows above
 // the centre (all k columns), then the centre row up to and including the centre, each tap's Cin inputs in order.

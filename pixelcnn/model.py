@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from pixelcnn.masks import conv_mask
+from pixelcnn.pixels import LEVELS, to_unit
 from pixelcnn.ops import CONV_IMPLS, masked_conv2d
 
-LEVELS = 256
+__all__ = ["LEVELS", "PixelCNN", "MaskedConv2d", "ResidualBlock"]
 
 
 class MaskedConv2d(nn.Module):
@@ -111,7 +112,7 @@ class PixelCNN(nn.Module):
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         dtype = self.conv_first.weight.dtype
-        return image.to(dtype) / 127.5 - 1.0
+        return to_unit(image, dtype)
 
     def logits(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Network on a normalised image ``x`` in [-1, 1]; no input checks (used by exporters and samplers)."""

@@ -1,9 +1,9 @@
 """Samplers (DESIGN.md §5): the naive reference, the cached incremental sampler in Python, and its C++/CUDA twin.
 
 Contract shared by every method: before any network call draw ONE uniform tensor ``U ~ U[0,1)`` of shape
-``[N, C, H, W]`` (float32) from ``generator``; sub-pixel ``p`` takes the smallest value ``v`` whose cumulative
-softmax of ``logits / temperature`` (accumulated in float32) exceeds ``U[p]``. So every method gives the same
-image for the same generator seed.
+``[N, C, H, W]`` (float32) from ``generator``; sub-pixel ``p`` takes the value that ``pixelcnn.draw.draw_values``
+(the one draw rule, in double precision, shared with csrc/draw.h) gives for its logits and ``U[p]``. So every method
+gives the same image for the same generator seed.
 """
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from typing import Optional
 
 import torch
 
+from pixelcnn.draw import draw_values
 from pixelcnn.extension import extension_error, load_extension
-from pixelcnn.model import LEVELS, PixelCNN
+from pixelcnn.model import PixelCNN
+from pixelcnn.pixels import LEVELS, to_unit
 
 METHODS = ("naive", "cached", "cached_ext")
 
@@ -21,12 +23,6 @@ def draw_uniforms(shape: tuple[int, ...], generator: Optional[torch.Generator]) 
     """U[0,1) float32 tensor of ``shape`` drawn on the generator's device (CPU when no generator)."""
     device = generator.device if generator is not None else "cpu"
     return torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
-
-
-def pick_values(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Inverse-CDF sampling: logits ``[N, 256]``, u ``[N]`` -> int64 ``[N]`` in 0..255."""
-    cdf = torch.softmax((logits / temperature).float(), dim=-1).cumsum(dim=-1)
-    return (cdf <= u[:, None]).sum(dim=-1).clamp_(max=LEVELS - 1)
 
 
 def _check(model: PixelCNN, labels: Optional[torch.Tensor], temperature: float, n: Optional[int]) -> int:
@@ -105,7 +101,7 @@ def _sample_naive(model, labels, u, temperature, progress):
     image = torch.zeros(n, c, h, w, dtype=torch.uint8, device=u.device)
     for i, j, k in _positions(c, h, w, progress, "sample naive"):
         logits = model.logits(model.normalize(image), labels)[:, :, k, i, j]
-        image[:, k, i, j] = pick_values(logits, u[:, k, i, j], temperature).to(torch.uint8)
+        image[:, k, i, j] = draw_values(logits, u[:, k, i, j], temperature).to(torch.uint8)
     return image
 
 
@@ -200,11 +196,11 @@ class CachedSampler:
         n, c, h, w = u.shape
         image = torch.zeros(n, c, h, w, dtype=torch.uint8, device=u.device)
         for i, j, k in _positions(c, h, w, progress, "sample cached"):
-            pixel = image[:, :, i, j].to(self.dtype) / 127.5 - 1.0
+            pixel = to_unit(image[:, :, i, j], self.dtype)
             logits = self.step(pixel, i, j, k)
-            image[:, k, i, j] = pick_values(logits, u[:, k, i, j], temperature).to(torch.uint8)
+            image[:, k, i, j] = draw_values(logits, u[:, k, i, j], temperature).to(torch.uint8)
             if k == c - 1:  # later pixels read this one's final value from the first layer's buffer
-                self.reveal(image[:, :, i, j].to(self.dtype) / 127.5 - 1.0, i, j)
+                self.reveal(to_unit(image[:, :, i, j], self.dtype), i, j)
         return image
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pixelcnn.extension import cuda_kernels_built, extension_error, load_extension
-from pixelcnn.sampling import CachedSampler, pick_values, sample
+from pixelcnn.draw import draw_values
+from pixelcnn.sampling import CachedSampler, sample
 from tests.conftest import random_model
 
 LOGIT_TOL = 1e-4  # abs, float32 cached step vs full forward
@@ -79,7 +80,7 @@ def test_extension_matches_python_cached_in_float32_on_trained_size_model(n, hid
 
 def test_inverse_cdf_picks_smallest_value_whose_cdf_exceeds_u():
     logits = torch.log(torch.tensor([[0.25, 0.25, 0.5] + [0.0] * 253]) + 1e-30)
-    picks = [int(pick_values(logits, torch.tensor([u]), 1.0)) for u in (0.0, 0.2499, 0.25, 0.6, 0.99999)]
+    picks = [int(draw_values(logits, torch.tensor([u]), 1.0)) for u in (0.0, 0.2499, 0.25, 0.6, 0.99999)]
     assert picks == [0, 0, 1, 2, 2]
 
 

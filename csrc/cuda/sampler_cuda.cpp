@@ -106,10 +106,14 @@ at::Tensor run(const at::Tensor& u, const std::vector<at::Tensor>& weights, cons
 }
 
 at::Tensor cached_sample_cuda(const at::Tensor& u, at::TensorList weights_, at::TensorList biases_,
-                              at::TensorList conds_, int64_t channels, double temperature) {
+                              at::TensorList conds_, int64_t channels, double temperature,
+                              const c10::optional<at::Tensor>& known, const c10::optional<at::Tensor>& known_mask) {
   std::vector<at::Tensor> weights(weights_.begin(), weights_.end()), biases(biases_.begin(), biases_.end()),
       conds(conds_.begin(), conds_.end());
   const int64_t blocks = check_sampler_args(u, weights, biases, conds, channels, temperature);
+  check_known(u, known, known_mask);
+  TORCH_CHECK(!known.has_value(), "cached_sample (CUDA): completion (known/known_mask) is not implemented on CUDA "
+              "yet; sample on CPU with method='cached_ext'");
   c10::cuda::CUDAGuard guard(u.device());
   auto dtype = weights[0].scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "cached_sample (CUDA): weights must be float32 or "

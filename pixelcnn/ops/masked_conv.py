@@ -16,21 +16,10 @@ import os
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
+
+from pixelcnn.ops.reference import masked_conv2d_reference
 
 CONV_IMPLS = ("reference", "triton")
-
-
-def masked_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                            bias: Optional[torch.Tensor] = None, cond: Optional[torch.Tensor] = None,
-                            residual: Optional[torch.Tensor] = None, relu: bool = False) -> torch.Tensor:
-    """Pure-PyTorch masked convolution with the same epilogue as the fused kernel."""
-    y = F.conv2d(x, weight * mask, bias, padding=weight.shape[-1] // 2)
-    if cond is not None:
-        y = y + cond[:, :, None, None]
-    if residual is not None:
-        y = y + residual
-    return torch.relu(y) if relu else y
 
 
 def _use_triton_kernel(x: torch.Tensor) -> bool:
@@ -41,7 +30,8 @@ def _use_triton_kernel(x: torch.Tensor) -> bool:
 def _masked_conv2d_op(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: Optional[torch.Tensor],
                       cond: Optional[torch.Tensor], residual: Optional[torch.Tensor], relu: bool) -> torch.Tensor:
     if _use_triton_kernel(x):
-        from pixelcnn.ops.triton_masked_conv import masked_conv2d_forward
+        from pixelcnn.ops.triton_masked_conv import masked_conv2d_forward  # imports triton: only when used
+
         return masked_conv2d_forward(x, weight, mask, bias, cond, residual, relu)
     return masked_conv2d_reference(x, weight, mask, bias, cond, residual, relu)
 
@@ -58,6 +48,7 @@ def _masked_conv2d_backward_op(grad_pre: torch.Tensor, x: torch.Tensor, weight: 
     """Gradients of the convolution part w.r.t. (x, weight); ``grad_pre`` is the gradient before the ReLU."""
     if _use_triton_kernel(x):
         from pixelcnn.ops.triton_masked_conv import masked_conv2d_backward
+
         return masked_conv2d_backward(grad_pre, x, weight, mask)
     pad = weight.shape[-1] // 2
     wm = weight * mask

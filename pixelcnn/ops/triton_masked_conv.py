@@ -229,7 +229,7 @@ def check_against_reference(n=2, cin=5, cout=7, h=9, w=11, k=5, mask_type="A", c
                             device="cpu", config=None) -> float:
     """Max relative error of the kernel's forward against F.conv2d on the masked weight (used by the tests)."""
     from pixelcnn.masks import conv_mask
-    from pixelcnn.ops.masked_conv import masked_conv2d_reference
+    from pixelcnn.ops.reference import masked_conv2d_reference
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, cin, h, w, generator=g).to(device, dtype)
     wt = torch.randn(cout, cin, k, k, generator=g).to(device, dtype)
