@@ -4,31 +4,28 @@ C++ sources are always built; CUDA sources whenever torch is a CUDA build and nv
 compile; ``PIXELCNN_NO_CUDA=1`` skips them). Build with ``pip install --no-build-isolation -e .`` so the
 extension is compiled against the torch that is installed.
 """
-import glob
 import os
-import shutil
 
 from setuptools import find_packages, setup
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 
-def _cuda_home():
-    """The toolkit folder that holds both bin/nvcc and lib*/libcudart.so (torch's guess from PATH may lack the
-    library)."""
-    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
-    candidates += sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
-    for root in filter(None, candidates):
-        if os.path.isfile(os.path.join(root, "bin", "nvcc")) and glob.glob(os.path.join(root, "lib*", "libcudart.so*")):
-            return root
-    return None
+
+def _toolkit():
+    """pixelcnn/toolkit.py, loaded by path: importing the package would import torch before CUDA_HOME is set."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_pixelcnn_toolkit", os.path.join(HERE, "pixelcnn", "toolkit.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _extensions():
-    cuda_home = None if os.environ.get("PIXELCNN_NO_CUDA") == "1" else _cuda_home()
+    toolkit = _toolkit()
+    cuda_home = None if os.environ.get("PIXELCNN_NO_CUDA") == "1" else toolkit.find_cuda_home()
     if cuda_home:
         os.environ["CUDA_HOME"] = cuda_home  # must be set before torch.utils.cpp_extension is imported
+    toolkit.use_cuda_toolkit()
     import torch
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from benchmarks.conftest import record
+from pixelcnn.config import ModelConfig
 from pixelcnn.model import PixelCNN
 
 SHAPES = {"28x28x1": (1, 28), "32x32x3": (3, 32)}
@@ -20,7 +21,7 @@ def build(shape, timing, seed_size):
     h, blocks, n = ((256, 15, 64) if seed_size else (64, 5, 64)) if timing else (8, 1, 2)
     size = size if timing else 8
     torch.manual_seed(0)
-    model = PixelCNN(channels=c, image_size=(size, size), num_classes=10, hidden=h, blocks=blocks).eval()
+    model = PixelCNN(ModelConfig(channels=c, image_size=(size, size), num_classes=10, hidden=h, blocks=blocks)).eval()
     with torch.no_grad():
         model.head_out.weight.normal_(0, 0.05)
     image = torch.randint(0, 256, (n, c, size, size), dtype=torch.uint8)

@@ -6,6 +6,7 @@ import torch
 
 from benchmarks.conftest import record
 from pixelcnn.extension import load_extension
+from pixelcnn.config import ModelConfig
 from pixelcnn.model import PixelCNN
 from pixelcnn.sampling import draw_uniforms, sample
 
@@ -16,7 +17,7 @@ def setup(timing):
     # the trained size of the issue: 28x28x1, h=64, 5 residual blocks, batch 16
     c, size, h, blocks, n = (1, 28, 64, 5, 16) if timing else (1, 7, 8, 1, 2)
     torch.manual_seed(0)
-    model = PixelCNN(channels=c, image_size=(size, size), num_classes=10, hidden=h, blocks=blocks).eval()
+    model = PixelCNN(ModelConfig(channels=c, image_size=(size, size), num_classes=10, hidden=h, blocks=blocks)).eval()
     with torch.no_grad():  # non-uniform output so that the images are not trivial
         model.head_out.weight.normal_(0, 0.05)
     labels = torch.arange(n) % 10

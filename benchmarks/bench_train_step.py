@@ -8,6 +8,7 @@ import torch
 
 from benchmarks.conftest import record
 from pixelcnn.likelihood import nll_nats
+from pixelcnn.config import ModelConfig
 from pixelcnn.model import PixelCNN
 
 PATHS = ["reference", "eager", "compile", "triton", "triton-compile"]
@@ -21,7 +22,7 @@ def test_train_step(benchmark, timing, path):
         pytest.skip("the Triton path is timed on a GPU only (on CPU it runs in the interpreter)")
     h, blocks, n, size = (64, 5, 32, 28) if timing else (8, 1, 2, 8)
     torch.manual_seed(0)
-    base = PixelCNN(channels=1, image_size=(size, size), num_classes=10, hidden=h, blocks=blocks).to(device)
+    base = PixelCNN(ModelConfig(channels=1, image_size=(size, size), num_classes=10, hidden=h, blocks=blocks)).to(device)
     image = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, device=device)
     labels = torch.arange(n, device=device) % 10
 

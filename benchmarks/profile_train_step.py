@@ -16,6 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from pixelcnn.cpu_allocator import keep_heap
 from pixelcnn.likelihood import nll_nats
+from pixelcnn.config import ModelConfig
 from pixelcnn.model import PixelCNN
 
 CONV_OPS = ("aten::convolution_backward", "aten::mkldnn_convolution", "aten::cudnn_convolution",
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     keep_heap()  # as the benchmarks do: otherwise the first path measured pays glibc's page faults
     torch.manual_seed(0)
-    base = PixelCNN(channels=1, image_size=(28, 28), num_classes=10, hidden=64, blocks=5)
+    base = PixelCNN(ModelConfig(channels=1, image_size=(28, 28), num_classes=10, hidden=64, blocks=5))
     image = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
     labels = torch.arange(32) % 10
     results = {}

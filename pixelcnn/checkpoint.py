@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from pixelcnn.atomic import atomic_write
-from pixelcnn.config import ARCH_KEYS, Config
+from pixelcnn.config import LEGACY_MODEL_KEYS, Config
 from pixelcnn.model import PixelCNN
 
 FORMAT = "pixelcnn-checkpoint-v1"
@@ -54,43 +54,54 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> dict:
     return state
 
 
+def _upgrade_legacy_config(state: dict) -> dict:
+    """The config dict of a checkpoint written before ModelConfig existed (model knobs flat in the config, the data's
+    channels/size/classes in state["data"]), in today's layout."""
+    old = dict(state["config"])
+    data = state.get("data") or {}
+    if not {"channels", "image_size", "num_classes"} <= set(data):
+        raise KeyError("an old-layout checkpoint without its data metadata (channels, image size, classes)")
+    model = {new: old.pop(key) for key, new in LEGACY_MODEL_KEYS.items() if key in old}
+    model.update(channels=data["channels"], image_size=list(data["image_size"]), num_classes=data["num_classes"])
+    return {**old, "model": model}
+
+
 def checkpoint_config(state: dict, path: str = "checkpoint") -> Config:
+    """The run config stored in a checkpoint (old flat-layout configs are upgraded)."""
     try:
-        return Config.from_dict(state["config"], source=f"{path} config")
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f"{path}: its stored config is invalid ({e})") from None
+        raw = state["config"]
+        if isinstance(raw, dict) and "model" not in raw and "hidden_channels" in raw:
+            raw = _upgrade_legacy_config(state)
+        return Config.from_dict(raw, source=f"{path} config")
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: its stored config is invalid ({e}); re-train or use a checkpoint written by "
+                              f"pixelcnn.train") from None
 
 
 def check_compatible(state: dict, cfg: Config, path: str) -> None:
     """Raise if the checkpoint was trained with another architecture or dataset than ``cfg``."""
-    stored = checkpoint_config(state, path)
-    diffs = [f"{k}: checkpoint {getattr(stored, k)!r} vs requested {getattr(cfg, k)!r}" for k in ARCH_KEYS
-             if getattr(stored, k) != getattr(cfg, k)]
+    stored, want = checkpoint_config(state, path).arch(), cfg.arch()
+    diffs = [f"{k}: checkpoint {stored[k]!r} vs requested {want[k]!r}" for k in stored if stored[k] != want[k]]
     if diffs:
         raise CheckpointError(f"checkpoint {path!r} does not match this run's config ({'; '.join(diffs)}); "
                               f"use the same settings, or another --save-dir / --model-name for a new run")
 
 
-def build_model(cfg: Config, data_meta: dict) -> PixelCNN:
-    return PixelCNN(channels=data_meta["channels"], image_size=tuple(data_meta["image_size"]),
-                    num_classes=data_meta["num_classes"], hidden=cfg.hidden_channels, blocks=cfg.residual_blocks,
-                    kernel_size=cfg.kernel_size)
-
-
 def load_model(path: str, map_location: Any = "cpu") -> tuple[PixelCNN, Config, dict]:
-    """Rebuild the trained model from a checkpoint: ``(model in eval mode, config, data metadata)``."""
+    """Rebuild the trained model from a checkpoint: ``(model in eval mode, run config, data metadata)``; the model's
+    shape is ``cfg.model`` (a ModelConfig), the metadata adds the class names when the run knew them."""
     state = load_checkpoint(path, map_location)
     cfg = checkpoint_config(state, path)
-    meta = state.get("data")
-    if not isinstance(meta, dict) or not {"channels", "image_size", "num_classes"} <= set(meta):
-        raise CheckpointError(f"checkpoint {path!r} lacks its data metadata (channels, image size, classes)")
-    model = build_model(cfg, meta)
+    model = PixelCNN(cfg.model)
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {path!r}: weights do not fit the model its config describes "
                               f"({str(e).splitlines()[0]})") from None
-    return model.eval(), cfg, meta
+    m = cfg.model
+    meta = {"channels": m.channels, "image_size": list(m.image_size), "num_classes": m.num_classes,
+            "class_names": (state.get("data") or {}).get("class_names")}
+    return model.to(map_location).eval(), cfg, meta
 
 
 def rng_state() -> dict:

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from pixelcnn.config import ModelConfig
 from pixelcnn.masks import conv_mask
 from pixelcnn.pixels import LEVELS, to_unit
 from pixelcnn.ops import CONV_IMPLS, masked_conv2d
@@ -68,29 +69,39 @@ class ResidualBlock(nn.Module):
 
 
 class PixelCNN(nn.Module):
-    """Masked-convolution PixelCNN over ``channels`` colours with ``num_classes`` conditioning classes (0: none)."""
+    """Masked-convolution PixelCNN of the shape ``config`` gives (channels, image size, classes (0: none), hidden
+    width, residual blocks, kernel sizes)."""
 
-    def __init__(self, channels: int = 1, image_size: tuple[int, int] = (28, 28), num_classes: int = 10,
-                 hidden: int = 64, blocks: int = 5, kernel_size: int = 7, block_kernel_size: int = 3):
+    def __init__(self, config: ModelConfig):
         super().__init__()
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if hidden < channels:
-            raise ValueError(f"hidden channels ({hidden}) must be >= image channels ({channels})")
-        self.channels, self.num_classes = channels, num_classes
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.hidden, self.kernel_size = hidden, kernel_size
-        self.conv_first = MaskedConv2d(channels, 2 * hidden, kernel_size, "A", channels)
-        self.embed = nn.Embedding(num_classes, 2 * hidden) if num_classes > 0 else None
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"PixelCNN takes a ModelConfig, got {type(config).__name__}; build one with "
+                            f"pixelcnn.config.ModelConfig(channels=..., image_size=(h, w), num_classes=..., ...)")
+        self.config = config.validate()
+        channels, hidden = config.channels, config.hidden
+        self.conv_first = MaskedConv2d(channels, 2 * hidden, config.kernel_size, "A", channels)
+        self.embed = nn.Embedding(config.num_classes, 2 * hidden) if config.num_classes > 0 else None
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, std=0.1)
-        self.blocks = nn.ModuleList(ResidualBlock(hidden, block_kernel_size, channels, num_classes)
-                                    for _ in range(blocks))
+        self.blocks = nn.ModuleList(ResidualBlock(hidden, config.block_kernel_size, channels, config.num_classes)
+                                    for _ in range(config.blocks))
         self.head_hidden = MaskedConv2d(2 * hidden, 2 * hidden, 1, "B", channels)
         self.head_out = MaskedConv2d(2 * hidden, LEVELS * channels, 1, "B", channels)
         # an untrained model predicts the uniform distribution: 8 bits/dim exactly
         nn.init.zeros_(self.head_out.weight)
         nn.init.zeros_(self.head_out.bias)
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.config.image_size
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
 
     # --- implementation choice -------------------------------------------------------------------------
     def set_conv_impl(self, impl: str) -> "PixelCNN":

@@ -14,7 +14,8 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass, fields
+import dataclasses
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import numpy as np
@@ -22,12 +23,13 @@ import torch
 import torch.distributed as dist
 
 from pixelcnn.atomic import atomic_write, atomic_write_text
-from pixelcnn.checkpoint import (CheckpointError, build_model, check_compatible, checkpoint_config, load_checkpoint,
-                                 rng_state, save_checkpoint, set_rng_state)
-from pixelcnn.config import CONVS, DATASETS, DEVICES, SAMPLE_METHODS, Config
+from pixelcnn.checkpoint import (CheckpointError, check_compatible, checkpoint_config, load_checkpoint, rng_state,
+                                 save_checkpoint, set_rng_state)
+from pixelcnn.config import Config, ModelConfig
 from pixelcnn.cpu_allocator import keep_heap
 from pixelcnn.data import DataError, ImageData, load_data, make_loader
 from pixelcnn.likelihood import nll_nats
+from pixelcnn.model import PixelCNN
 from pixelcnn.sampling import resolve_method, sample
 
 METRIC_FIELDS = ("epoch", "step", "train_bpd", "test_bpd", "lr", "images_per_s", "seconds")
@@ -38,60 +40,48 @@ class TrainingError(RuntimeError):
 
 
 # --- command line -------------------------------------------------------------------------------------------
-_HELP = {
-    "dataset": "digits (embedded, offline), mnist, fashion-mnist, cifar10, or folder (an ImageFolder tree)",
-    "data_dir": "root folder of the dataset files (torchvision layout, or the ImageFolder root)",
-    "download": "let torchvision download mnist / fashion-mnist / cifar10 into --data-dir",
-    "channels": "folder datasets: 1 = greyscale, 3 = RGB (default 3); other datasets use their own",
-    "img_size": "resize images to N x N (0 = keep the native size)",
-    "train_limit": "use only the first N training images (0 = all)",
-    "test_limit": "use only the first N test images (0 = all)",
-    "num_workers": "DataLoader worker processes",
-    "hidden_channels": "h: residual blocks carry 2h channels, their masked 3x3 convs h",
-    "residual_blocks": "number of residual blocks",
-    "kernel_size": "k0: size of the first (mask A) convolution, odd",
-    "batch_size": "images per optimiser step (per process under torchrun)",
-    "epochs": "number of epochs",
-    "lr": "Adam learning rate",
-    "weight_decay": "Adam weight decay",
-    "lr_factor": "ReduceLROnPlateau factor (on test bits/dim)",
-    "lr_patience": "ReduceLROnPlateau patience in epochs",
-    "max_steps": "stop after this many optimiser steps in total (0 = no limit)",
-    "grad_clip": "clip the gradient norm to this value (0 = off)",
-    "temperature": "softmax temperature of the per-epoch samples (> 0)",
-    "n_per_class": "samples per class in each epoch's sample grid",
-    "sample_method": "sampler for the per-epoch grids: naive, cached, cached_ext, or auto (fastest available)",
-    "save_dir": "folder for run outputs",
-    "model_name": "run name: outputs go to <save-dir>/<model-name>/",
-    "seed": "seed of the data order, initialisation and sampling",
-    "device": "auto (cuda > mps > cpu), cpu, cuda or mps",
-    "compile": "torch.compile the model for training",
-    "amp": "bfloat16 autocast (CUDA only)",
-    "conv": "masked-conv implementation: reference (F.conv2d), triton (fused kernel), auto (triton on CUDA)",
-    "checkpoint_every": "also write last.pt every N optimiser steps (0 = once per epoch)",
-}
-_CHOICES = {"dataset": DATASETS, "device": DEVICES, "conv": CONVS, "sample_method": SAMPLE_METHODS,
-            "channels": (0, 1, 3)}
+# ModelConfig fields a user sets; channels, image size and classes come from the data
+MODEL_FLAGS = ("hidden", "blocks", "kernel_size", "block_kernel_size")
+
+
+def _add_flag(p: argparse.ArgumentParser, f, default, dest: str) -> None:
+    flag = "--" + f.name.replace("_", "-")
+    help_text = f"{f.metadata['help']} (default {default})"
+    if f.type in (bool, "bool"):
+        p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=help_text)
+    else:
+        kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
+        p.add_argument(flag, dest=dest, type=kind, choices=f.metadata.get("choices"), help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """One flag per Config field and per settable ModelConfig field; help texts come from the fields."""
     p = argparse.ArgumentParser(prog="python -m pixelcnn.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 argument_default=argparse.SUPPRESS)
     defaults = Config()
     for f in fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if f.type in (bool, "bool"):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"{_HELP[f.name]} (default {default})")
+        if f.name == "model":
+            model_fields = {mf.name: mf for mf in fields(ModelConfig)}
+            for name in MODEL_FLAGS:
+                _add_flag(p, model_fields[name], getattr(defaults.model, name), f"model.{name}")
         else:
-            kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-            p.add_argument(flag, type=kind, choices=_CHOICES.get(f.name), help=f"{_HELP[f.name]} (default {default})")
+            _add_flag(p, f, getattr(defaults, f.name), f.name)
     p.add_argument("--config", dest="config_file", metavar="FILE.json", help="JSON file of config keys; flags "
                    "given on the command line override it")
     p.add_argument("--resume", nargs="?", const="", metavar="CKPT", help="continue the run from CKPT (default "
                    "<save-dir>/<model-name>/last.pt) with its config; flags given here override it")
     return p
+
+
+def _merge(base: dict, flags: dict) -> dict:
+    """``base`` (a Config dict) with the command line's flags on top; ``model.x`` flags go into base["model"]."""
+    out = {**base, "model": dict(base.get("model", {}))}
+    for key, value in flags.items():
+        if key.startswith("model."):
+            out["model"][key.split(".", 1)[1]] = value
+        else:
+            out[key] = value
+    return out
 
 
 def parse_args(argv=None) -> tuple[Config, Optional[str]]:
@@ -101,11 +91,11 @@ def parse_args(argv=None) -> tuple[Config, Optional[str]]:
     resume = args.pop("resume", None)
     base = Config.load(config_file).to_dict() if config_file else Config().to_dict()
     if resume is not None:
-        probe = Config.from_dict({**base, **args})
+        probe = Config.from_dict(_merge(base, args))
         path = resume or os.path.join(probe.save_dir, probe.model_name, "last.pt")
         base = checkpoint_config(load_checkpoint(path), path).to_dict()
         resume = path
-    return Config.from_dict({**base, **args}, source="command line"), resume
+    return Config.from_dict(_merge(base, args), source="command line"), resume
 
 
 # --- pieces reused by tests ----------------------------------------------------------------------------------
@@ -235,143 +225,212 @@ def save_grid(path: str, images: torch.Tensor, nrow: int) -> None:
 
 
 # --- the run -------------------------------------------------------------------------------------------------
-def train(cfg: Config, resume: Optional[str] = None) -> dict:
-    """Run training as configured; returns the final metrics row plus the run folder."""
-    cfg.validate()
+@dataclass
+class Progress:
+    """Where a run stands; checkpoints store it, --resume restores it."""
+    epoch: int = 0              # epochs finished
+    epoch_step: int = 0         # batches of the current epoch already trained (a checkpoint mid-epoch)
+    step: int = 0               # optimiser steps in total
+    best: float = float("inf")  # lowest test bits/dim so far
+    history: list = field(default_factory=list)
+    partial: Optional[dict] = None  # running sums of the interrupted epoch: nats, seen, seconds
+
+
+@dataclass
+class Run:
+    """Everything one training run holds between its steps (see ``train``)."""
+    cfg: Config
+    ddp: Dist
+    device: torch.device
+    conv: str
+    amp: bool
+    run_dir: str
+    data: ImageData
+    model: PixelCNN
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def labels_used(self) -> bool:
+        return self.data.num_classes > 0
+
+
+def build_run(cfg: Config) -> Run:
+    """Devices, data, the model its shape implies (``cfg.model`` gets the data's channels, size and classes), and
+    the optimiser."""
     ddp = setup_distributed("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     device = resolve_device(cfg.device, ddp)
-    conv = resolve_conv(cfg.conv, device)
-    amp = cfg.amp and device.type == "cuda"
-    run_dir = os.path.join(cfg.save_dir, cfg.model_name)
     seed_everything(cfg.seed)
-
     data = load_data(cfg)
-    meta = {"channels": data.channels, "image_size": list(data.image_size), "num_classes": data.num_classes,
-            "class_names": data.class_names}
-    model = build_model(cfg, meta).to(device).set_conv_impl(conv)
+    cfg.model = dataclasses.replace(cfg.model, channels=data.channels, image_size=tuple(data.image_size),
+                                    num_classes=data.num_classes).validate()
+    model = PixelCNN(cfg.model).to(device)
+    conv = resolve_conv(cfg.conv, device)
+    model.set_conv_impl(conv)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.lr_factor,
                                                            patience=cfg.lr_patience)
-    start_epoch, epoch_step, step, best, history, partial = 0, 0, 0, float("inf"), [], None
-    if resume:
-        state = load_checkpoint(resume, map_location=device)
-        check_compatible(state, cfg, resume)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        for g in optimizer.param_groups:  # a resumed run may be given a new --lr
-            g.setdefault("initial_lr", g["lr"])
-        set_rng_state(state.get("rng"))
-        start_epoch, epoch_step, step = state["epoch"], state["epoch_step"], state["step"]
-        best, history, partial = state["best"], list(state["history"]), state.get("partial")
-    if ddp.main:
-        os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
-        for folder in (run_dir, os.path.join(run_dir, "samples")):  # temp files of a run killed mid-write
-            for name in os.listdir(folder):
-                if name.startswith(".tmp-"):
-                    os.unlink(os.path.join(folder, name))
-        cfg.save(os.path.join(run_dir, "config.json"))
-        n_params = sum(p.numel() for p in model.parameters())
-        print(f"PixelCNN: {n_params:,} parameters | device {device} | conv {conv} | compile {cfg.compile} | "
-              f"data {cfg.dataset} {data.channels}x{data.image_size[0]}x{data.image_size[1]}, "
-              f"{len(data.train_labels)} train / {len(data.test_labels)} test images, {data.num_classes} classes"
-              f"{' | world size ' + str(ddp.world_size) if ddp.world_size > 1 else ''}"
-              f"{f' | resumed at epoch {start_epoch + 1} step {step}' if resume else ''}", flush=True)
+    return Run(cfg, ddp, device, conv, cfg.amp and device.type == "cuda",
+               os.path.join(cfg.save_dir, cfg.model_name), data, model, optimizer, scheduler)
 
-    net = model
-    if ddp.world_size > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                        else None)
-    if cfg.compile:
-        net = torch.compile(net)
-    loader = make_loader(data.train_images, data.train_labels, cfg.batch_size, True, cfg.seed, cfg.num_workers,
-                         device.type == "cuda", ddp.rank, ddp.world_size)
-    use_labels = data.num_classes > 0
 
-    def save_last(epoch: int, epoch_step: int, partial: Optional[dict], also_best: bool = False) -> None:
-        if not ddp.main:
-            return
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise TrainingError(f"the weights became NaN/Inf by step {step}; training stopped and the last good "
-                                f"checkpoint ({run_dir}/last.pt) was kept. Lower --lr or set --grad-clip")
-        state = {
-            "config": cfg.to_dict(), "data": meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch, "epoch_step": epoch_step,
-            "step": step, "best": best, "history": history, "partial": partial}
-        save_checkpoint(os.path.join(run_dir, "last.pt"), state)
-        if also_best:
-            save_checkpoint(os.path.join(run_dir, "best.pt"), state)
+def restore(run: Run, path: str) -> None:
+    """Load weights, optimiser, scheduler, RNG states and progress from the checkpoint at ``path``."""
+    state = load_checkpoint(path, map_location=run.device)
+    check_compatible(state, run.cfg, path)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    for g in run.optimizer.param_groups:  # a resumed run may be given a new --lr
+        g.setdefault("initial_lr", g["lr"])
+    set_rng_state(state.get("rng"))
+    run.progress = Progress(state["epoch"], state["epoch_step"], state["step"], state["best"],
+                            list(state["history"]), state.get("partial"))
 
+
+def prepare_run_dir(run: Run, resumed: bool) -> None:
+    """Create the run folder, drop temp files of a run killed mid-write, save config.json, print one summary."""
+    samples = os.path.join(run.run_dir, "samples")
+    os.makedirs(samples, exist_ok=True)
+    for folder in (run.run_dir, samples):
+        for name in os.listdir(folder):
+            if name.startswith(".tmp-"):
+                os.unlink(os.path.join(folder, name))
+    run.cfg.save(os.path.join(run.run_dir, "config.json"))
+    n_params = sum(p.numel() for p in run.model.parameters())
+    data, pr = run.data, run.progress
+    print(f"PixelCNN: {n_params:,} parameters | device {run.device} | conv {run.conv} | compile {run.cfg.compile} | "
+          f"data {run.cfg.dataset} {data.channels}x{data.image_size[0]}x{data.image_size[1]}, "
+          f"{len(data.train_labels)} train / {len(data.test_labels)} test images, {data.num_classes} classes"
+          f"{' | world size ' + str(run.ddp.world_size) if run.ddp.world_size > 1 else ''}"
+          f"{f' | resumed at epoch {pr.epoch + 1} step {pr.step}' if resumed else ''}", flush=True)
+
+
+def training_module(run: Run) -> torch.nn.Module:
+    """The module the optimiser steps through: the model, wrapped in DDP under torchrun, compiled on request."""
+    net = run.model
+    if run.ddp.world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    return torch.compile(net) if run.cfg.compile else net
+
+
+def save_last(run: Run, also_best: bool = False) -> None:
+    """Checkpoint the run (rank 0) as last.pt, and as best.pt when ``also_best``; refuse NaN/Inf weights."""
+    if not run.ddp.main:
+        return
+    pr = run.progress
+    if not all(torch.isfinite(p).all() for p in run.model.parameters()):
+        raise TrainingError(f"the weights became NaN/Inf by step {pr.step}; training stopped and the last good "
+                            f"checkpoint ({run.run_dir}/last.pt) was kept. Lower --lr or set --grad-clip")
+    state = {
+        "config": run.cfg.to_dict(), "data": {"class_names": run.data.class_names}, "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "rng": rng_state(),
+        "epoch": pr.epoch, "epoch_step": pr.epoch_step, "step": pr.step, "best": pr.best, "history": pr.history,
+        "partial": pr.partial}
+    save_checkpoint(os.path.join(run.run_dir, "last.pt"), state)
+    if also_best:
+        save_checkpoint(os.path.join(run.run_dir, "best.pt"), state)
+
+
+def optimiser_step(run: Run, net: torch.nn.Module, images: torch.Tensor, labels: Optional[torch.Tensor]) -> float:
+    """One step on a batch; returns the batch's summed NLL in nats over all processes (and counts the images)."""
+    cfg, pr = run.cfg, run.progress
+    loss = loss_fn(net, images, labels, run.amp)
+    if not torch.isfinite(loss):
+        raise TrainingError(f"loss became {float(loss.detach())} at epoch {pr.epoch + 1}, step {pr.step + 1}; "
+                            f"training stopped and the last good checkpoint ({run.run_dir}/last.pt) was kept. "
+                            f"Lower --lr (now {run.optimizer.param_groups[0]['lr']:g}) or set --grad-clip")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.optimizer.step()
+    pr.step += 1
+    pr.epoch_step += 1
+    batch = torch.stack([loss.detach().double() * len(images),
+                         torch.tensor(float(len(images)), dtype=torch.float64, device=images.device)])
+    if run.ddp.world_size > 1:
+        dist.all_reduce(batch)
+    return batch.tolist()
+
+
+def train_epoch(run: Run, net: torch.nn.Module, loader) -> tuple[float, int, float]:
+    """Train one epoch (or the rest of an interrupted one); returns (nats, images seen, seconds)."""
     from tqdm import tqdm
-    last = history[-1] if history else None
-    for epoch in range(start_epoch, cfg.epochs):
-        if cfg.max_steps and step >= cfg.max_steps:
+    cfg, pr = run.cfg, run.progress
+    loader.sampler.set_epoch(pr.epoch)
+    run.model.train()
+    sums = pr.partial or {"nats": 0.0, "seen": 0, "seconds": 0.0}
+    nats, seen, t0 = sums["nats"], sums["seen"], time.time() - sums["seconds"]
+    pr.partial = None
+    batches = iter(loader)
+    for _ in range(pr.epoch_step):  # a resumed epoch skips the batches it already trained on
+        next(batches)
+    bar = tqdm(batches, total=len(loader), initial=pr.epoch_step, desc=f"epoch {pr.epoch + 1}/{cfg.epochs}",
+               disable=not run.ddp.main or None, leave=False, dynamic_ncols=True)
+    for images, labels in bar:
+        images = images.to(run.device, non_blocking=True)
+        labels = labels.to(run.device, non_blocking=True) if run.labels_used else None
+        batch_nats, count = optimiser_step(run, net, images, labels)
+        nats += batch_nats
+        seen += int(count)
+        bar.set_postfix(bpd=f"{nats / seen / math.log(2):.3f}")
+        if cfg.checkpoint_every and pr.step % cfg.checkpoint_every == 0:
+            pr.partial = {"nats": nats, "seen": seen, "seconds": time.time() - t0}
+            save_last(run)
+            pr.partial = None
+        if cfg.max_steps and pr.step >= cfg.max_steps:
             break
-        loader.sampler.set_epoch(epoch)
-        model.train()
-        nats, seen, t0 = (partial["nats"], partial["seen"], time.time() - partial["seconds"]) if partial else \
-            (0.0, 0, time.time())
-        partial = None
-        batches = iter(loader)
-        for _ in range(epoch_step):  # a resumed epoch skips the batches it already trained on
-            next(batches)
-        bar = tqdm(batches, total=len(loader), initial=epoch_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not ddp.main or None, leave=False, dynamic_ncols=True)
-        for images, labels in bar:
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True) if use_labels else None
-            loss = loss_fn(net, images, labels, amp)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; "
-                                    f"training stopped and the last good checkpoint ({run_dir}/last.pt) was kept. Lower "
-                                    f"--lr (now {optimizer.param_groups[0]['lr']:g}) or set --grad-clip")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            step += 1
-            epoch_step += 1
-            batch_nats = loss.detach().double() * len(images)
-            if ddp.world_size > 1:
-                pair = torch.stack([batch_nats, torch.tensor(float(len(images)), dtype=torch.float64,
-                                                             device=device)])
-                dist.all_reduce(pair)
-                batch_nats, count = pair[0], int(pair[1])
-            else:
-                count = len(images)
-            nats += float(batch_nats)
-            seen += count
-            bar.set_postfix(bpd=f"{nats / seen / math.log(2):.3f}")
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                save_last(epoch, epoch_step, {"nats": nats, "seen": seen, "seconds": time.time() - t0})
-            if cfg.max_steps and step >= cfg.max_steps:
-                break
-        bar.close()
-        seconds = time.time() - t0
-        train_bpd = nats / max(seen, 1) / math.log(2.0)
-        test_bpd = evaluate(model, data.test_images, data.test_labels if use_labels else None, cfg.batch_size,
-                            device, ddp, amp)
-        scheduler.step(test_bpd)
-        last = {"epoch": epoch + 1, "step": step, "train_bpd": round(train_bpd, 5), "test_bpd": round(test_bpd, 5),
-                "lr": optimizer.param_groups[0]["lr"], "images_per_s": round(seen / max(seconds, 1e-9), 1),
-                "seconds": round(seconds, 2)}
-        history.append(last)
-        improved = test_bpd < best
-        best = min(best, test_bpd)
-        epoch_step = 0
-        if ddp.main:
-            method = write_samples(os.path.join(run_dir, "samples", f"epoch_{epoch + 1:03d}.png"), model, cfg,
-                                   data, device, epoch + 1)
-            save_last(epoch + 1, 0, None, also_best=improved)
-            write_metrics(os.path.join(run_dir, "metrics.csv"), history)
-            write_curve(os.path.join(run_dir, "loss_curve.png"), history)
-            print(f"epoch {epoch + 1}/{cfg.epochs}  step {step}  train {train_bpd:.4f}  test {test_bpd:.4f} "
-                  f"bits/dim  lr {last['lr']:.2g}  {last['images_per_s']:.0f} img/s  {seconds:.1f}s  "
-                  f"samples: {method}{'  *best*' if improved else ''}", flush=True)
-    if ddp.world_size > 1:
+    bar.close()
+    return nats, seen, time.time() - t0
+
+
+def finish_epoch(run: Run, nats: float, seen: int, seconds: float) -> dict:
+    """Evaluate, step the scheduler, record the metrics row; on rank 0 write samples, checkpoints, CSV, curve."""
+    cfg, pr, data = run.cfg, run.progress, run.data
+    train_bpd = nats / max(seen, 1) / math.log(2.0)
+    test_bpd = evaluate(run.model, data.test_images, data.test_labels if run.labels_used else None, cfg.batch_size,
+                        run.device, run.ddp, run.amp)
+    run.scheduler.step(test_bpd)
+    row = {"epoch": pr.epoch + 1, "step": pr.step, "train_bpd": round(train_bpd, 5), "test_bpd": round(test_bpd, 5),
+           "lr": run.optimizer.param_groups[0]["lr"], "images_per_s": round(seen / max(seconds, 1e-9), 1),
+           "seconds": round(seconds, 2)}
+    pr.history.append(row)
+    improved = test_bpd < pr.best
+    pr.best = min(pr.best, test_bpd)
+    pr.epoch, pr.epoch_step = pr.epoch + 1, 0
+    if run.ddp.main:
+        method = write_samples(os.path.join(run.run_dir, "samples", f"epoch_{pr.epoch:03d}.png"), run.model, cfg,
+                               data, run.device, pr.epoch)
+        save_last(run, also_best=improved)
+        write_metrics(os.path.join(run.run_dir, "metrics.csv"), pr.history)
+        write_curve(os.path.join(run.run_dir, "loss_curve.png"), pr.history)
+        print(f"epoch {pr.epoch}/{cfg.epochs}  step {pr.step}  train {train_bpd:.4f}  test {test_bpd:.4f} "
+              f"bits/dim  lr {row['lr']:.2g}  {row['images_per_s']:.0f} img/s  {seconds:.1f}s  "
+              f"samples: {method}{'  *best*' if improved else ''}", flush=True)
+    return row
+
+
+def train(cfg: Config, resume: Optional[str] = None) -> dict:
+    """Run training as configured; returns the final metrics row plus the run folder."""
+    cfg.validate()
+    run = build_run(cfg)
+    if resume:
+        restore(run, resume)
+    if run.ddp.main:
+        prepare_run_dir(run, bool(resume))
+    net = training_module(run)
+    loader = make_loader(run.data.train_images, run.data.train_labels, cfg.batch_size, True, cfg.seed,
+                         cfg.num_workers, run.device.type == "cuda", run.ddp.rank, run.ddp.world_size)
+    pr = run.progress
+    while pr.epoch < cfg.epochs and not (cfg.max_steps and pr.step >= cfg.max_steps):
+        finish_epoch(run, *train_epoch(run, net, loader))
+    if run.ddp.world_size > 1:
         dist.barrier()
-    return {**(last or {}), "run_dir": run_dir, "best_test_bpd": best}
+    last = pr.history[-1] if pr.history else {}
+    return {**last, "run_dir": run.run_dir, "best_test_bpd": pr.best}
 
 
 def main(argv=None) -> int:
@@ -383,7 +442,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except torch.cuda.OutOfMemoryError:
-        print("error: CUDA ran out of memory; lower --batch-size (or --hidden-channels), or add --amp",
+        print("error: CUDA ran out of memory; lower --batch-size (or --hidden), or add --amp",
               file=sys.stderr)
         return 3
     if summary.get("epoch"):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pixelcnn.model import MaskedConv2d
-from tests.conftest import random_model
+from tests.helpers import random_model
 
 
 def order(c, i, j, channels, width):

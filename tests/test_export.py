@@ -8,7 +8,7 @@ from export.__main__ import main as export_main
 from export.__main__ import run as export_run
 from export.onnx import ExportError, export_onnx, ort_runner, ort_session
 from export.parity import BPD_TOL, LOGIT_TOL, compare, parity_inputs
-from tests.conftest import write_checkpoint
+from tests.helpers import write_checkpoint
 
 
 def checkpoint(tmp_path, channels=1, size=(28, 28), num_classes=10):

@@ -5,8 +5,9 @@ import numpy as np
 import torch
 
 from pixelcnn.likelihood import bits_per_dim
+from pixelcnn.config import ModelConfig
 from pixelcnn.model import PixelCNN
-from tests.conftest import random_model
+from tests.helpers import random_model
 
 TOL = 1e-5  # bits/dim, float64 model
 
@@ -24,7 +25,7 @@ def independent_bpd(logits: torch.Tensor, image: torch.Tensor) -> float:
 
 def test_untrained_model_is_uniform_8_bits_per_dim_on_real_mnist(mnist_test_images):
     images, labels = mnist_test_images
-    model = PixelCNN(channels=1, image_size=(28, 28), num_classes=10, hidden=16, blocks=2).double()
+    model = PixelCNN(ModelConfig(channels=1, image_size=(28, 28), num_classes=10, hidden=16, blocks=2)).double()
     with torch.no_grad():
         bpd = float(bits_per_dim(model(images, labels), images))
     assert abs(bpd - 8.0) < TOL, bpd

@@ -2,12 +2,13 @@
 import pytest
 import torch
 
+from pixelcnn.config import ModelConfig
 from pixelcnn.model import PixelCNN
 
 
 @pytest.fixture(scope="module")
 def model():
-    return PixelCNN(channels=1, image_size=(8, 8), num_classes=10, hidden=8, blocks=1, kernel_size=3)
+    return PixelCNN(ModelConfig(channels=1, image_size=(8, 8), num_classes=10, hidden=8, blocks=1, kernel_size=3))
 
 
 GOOD = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
@@ -38,7 +39,7 @@ def test_good_input_gives_logits_layout(model):
 
 
 def test_unconditional_model_refuses_labels():
-    m = PixelCNN(channels=3, image_size=(4, 4), num_classes=0, hidden=6, blocks=1, kernel_size=3)
+    m = PixelCNN(ModelConfig(channels=3, image_size=(4, 4), num_classes=0, hidden=6, blocks=1, kernel_size=3))
     assert m(torch.zeros(1, 3, 4, 4, dtype=torch.uint8)).shape == (1, 256, 3, 4, 4)
     with pytest.raises(ValueError, match="unconditional"):
         m(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), torch.tensor([0]))

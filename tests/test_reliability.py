@@ -15,7 +15,7 @@ from pixelcnn.checkpoint import load_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVERY = 5
-BASE = ["--epochs", "3", "--batch-size", "32", "--hidden-channels", "16", "--residual-blocks", "2",
+BASE = ["--epochs", "3", "--batch-size", "32", "--hidden", "16", "--blocks", "2",
         "--n-per-class", "1", "--checkpoint-every", str(EVERY), "--model-name", "m"]
 
 
@@ -70,8 +70,8 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, ca
         loss = real(*args, **kwargs)
         return loss * float("nan") if len(calls) == 4 else loss
     monkeypatch.setattr(train_cli, "loss_fn", diverging)
-    code = train_cli.main(["--epochs", "1", "--checkpoint-every", "1", "--hidden-channels", "8",
-                           "--residual-blocks", "1", "--save-dir", str(tmp_path)])
+    code = train_cli.main(["--epochs", "1", "--checkpoint-every", "1", "--hidden", "8",
+                           "--blocks", "1", "--save-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "loss became nan" in err and "last good checkpoint" in err, err
     state = load_checkpoint(str(tmp_path / "pixelcnn" / "last.pt"))
@@ -79,11 +79,11 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, ca
 
 
 def test_resume_with_other_architecture_names_the_mismatch(tmp_path, capsys):
-    args = ["--epochs", "1", "--hidden-channels", "8", "--residual-blocks", "1", "--n-per-class", "1",
+    args = ["--epochs", "1", "--hidden", "8", "--blocks", "1", "--n-per-class", "1",
             "--max-steps", "2", "--save-dir", str(tmp_path)]
     assert train_cli.main(args) == 0
-    assert train_cli.main(args + ["--resume", "--hidden-channels", "16"]) == 2
-    assert "hidden_channels: checkpoint 8 vs requested 16" in capsys.readouterr().err
+    assert train_cli.main(args + ["--resume", "--hidden", "16"]) == 2
+    assert "model.hidden: checkpoint 8 vs requested 16" in capsys.readouterr().err
 
 
 def test_image_size_too_small_for_kernel_is_refused(capsys):
@@ -123,7 +123,7 @@ def test_two_process_gloo_first_step_gradients_equal_one_process(tmp_path):
 def test_torchrun_two_processes_train_and_only_rank0_writes(tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     cmd = [torchrun, "--nproc_per_node=2", "--master_port", str(free_port()), "-m", "pixelcnn.train",
-           "--epochs", "1", "--max-steps", "6", "--hidden-channels", "8", "--residual-blocks", "1",
+           "--epochs", "1", "--max-steps", "6", "--hidden", "8", "--blocks", "1",
            "--n-per-class", "1", "--save-dir", str(tmp_path), "--device", "cpu"]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -8,7 +8,7 @@ import torch
 from pixelcnn.extension import cuda_kernels_built, extension_error, load_extension
 from pixelcnn.draw import draw_values
 from pixelcnn.sampling import CachedSampler, sample
-from tests.conftest import random_model
+from tests.helpers import random_model
 
 LOGIT_TOL = 1e-4  # abs, float32 cached step vs full forward
 

@@ -15,7 +15,7 @@ from export.ort_sampler import OrtStepSampler
 from export.ort_sampler import main as ort_sampler_main
 from export.parity import LOGIT_TOL, compare_step
 from pixelcnn.sampling import draw_uniforms, sample
-from tests.conftest import random_model, write_checkpoint
+from tests.helpers import random_model, write_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODE_EXAMPLE = os.path.join(ROOT, "export", "examples", "node")

@@ -13,7 +13,7 @@ IMPROVEMENT = 4.0  # bits/dim below the 8.0 of the uniform initial model after 2
 def cli(save_dir, shared_data, *extra):
     return ["--dataset", "folder", "--channels", "1", "--data-dir",
             os.path.join(shared_data, "mnist-t10k-folder"), "--train-limit", "640", "--test-limit", "200",
-            "--hidden-channels", "16", "--residual-blocks", "2", "--batch-size", "32", "--epochs", "2",
+            "--hidden", "16", "--blocks", "2", "--batch-size", "32", "--epochs", "2",
             "--n-per-class", "1", "--save-dir", str(save_dir), "--model-name", "m", *extra]
 
 
@@ -50,9 +50,12 @@ def test_resume_continues_from_the_last_epoch(tmp_path, shared_data):
 
 def test_bad_config_file_and_temperature_give_clear_errors(tmp_path, capsys):
     bad = tmp_path / "c.json"
-    bad.write_text('{"hidden_channels": "wide", "epochs": 1}')
+    bad.write_text('{"model": {"hidden": "wide"}, "epochs": 1}')
     assert train_cli.main(["--config", str(bad)]) == 2
-    assert "hidden_channels" in capsys.readouterr().err
+    assert "'hidden' must be int" in capsys.readouterr().err
+    bad.write_text('{"hidden_channels": 8}')  # the flat key of old configs names its new place
+    assert train_cli.main(["--config", str(bad)]) == 2
+    assert "'hidden_channels' is now 'model.hidden'" in capsys.readouterr().err
     bad.write_text('{"hiden_channels": 8}')
     assert train_cli.main(["--config", str(bad)]) == 2
     assert "unknown config key" in capsys.readouterr().err

@@ -110,7 +110,7 @@ def test_every_autotune_config_matches_reference(index):
 
 
 def test_model_with_triton_op_compiles_fullgraph_without_graph_breaks():
-    from tests.conftest import random_model
+    from tests.helpers import random_model
     model = random_model(channels=3, num_classes=4, hidden=6, blocks=1, kernel_size=3, size=(4, 5),
                          dtype=torch.float32, std=0.2).to(DEVICE)
     image = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8, device=DEVICE)
