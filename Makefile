@@ -10,7 +10,7 @@ NODE_DIR := export/examples/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
 SOURCES := setup.py requirements.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cpp csrc/cuda/*.cu csrc/cuda/*.h)
 
-.PHONY: install train test bench clean
+.PHONY: install train test bench clean lint format figures
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -39,6 +39,29 @@ test: $(STAMP) $(NODE_STAMP)
 bench: $(STAMP) $(NODE_STAMP)
 	$(PYTHON) -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results/latest.json
 	$(PYTHON) -m benchmarks.report benchmarks/results/latest.json
+
+# Python (ruff.toml) and C++/CUDA (csrc/.clang-format) style; `make format` rewrites what `make lint` flags.
+CSRC_FILES = $(shell git ls-files 'csrc/*.cpp' 'csrc/*.h' 'csrc/*.cu' 'csrc/*.cuh')
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/clang-format --dry-run -Werror $(CSRC_FILES)
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/clang-format -i $(CSRC_FILES)
+
+# README figures: a short run on the real MNIST test images (ImageFolder copy), its loss curve and a sample grid.
+SHARED_DATA ?= ../shared/data
+FIGURE_RUN := runs/mnist-figures
+figures: $(STAMP)
+	$(PYTHON) -m pixelcnn.train --dataset folder --data-dir $(SHARED_DATA)/mnist-t10k-folder --channels 1 \
+	  --epochs 4 --save-dir runs --model-name mnist-figures --n-per-class 8
+	mkdir -p docs/images
+	cp $(FIGURE_RUN)/loss_curve.png docs/images/mnist-loss.png
+	$(PYTHON) -m pixelcnn.sample --checkpoint $(FIGURE_RUN)/best.pt --out docs/images/mnist-samples.png \
+	  --n-per-class 8 --seed 1
 
 clean:
 	rm -rf build *.egg-info pixelcnn/_C*.so .pytest_cache .benchmarks
