@@ -67,3 +67,61 @@ def example_step_inputs(step: StepModule, batch: int = 2) -> tuple[torch.Tensor,
     last = torch.full((batch,), 7, dtype=torch.uint8)
     label = [torch.zeros(batch, dtype=torch.int64)] if step.conditional else []
     return (position, last, *label, *step.initial_caches(batch))
+
+
+class OrtStepSampler:
+    """Drives a step model written by ``python -m export onnx --step`` through ONNX Runtime, one ``run`` per
+    sub-pixel, drawing with the draw rule (``pixelcnn.draw``): the reference loop for runtimes that take the step
+    model instead of the one-call sampler model."""
+
+    def __init__(self, path: str, providers=("CPUExecutionProvider",)):
+        import json
+
+        from export.onnx import ExportError, ort_session
+        self.session = ort_session(path, providers)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("pixelcnn.graph") != "step":
+            raise ExportError(f"{path} is not a pixelcnn step model (export it with `python -m export onnx --step`)")
+        self.channels = int(meta["pixelcnn.channels"])
+        self.height, self.width = json.loads(meta["pixelcnn.image_size"])
+        self.num_classes = int(meta["pixelcnn.num_classes"])
+        self.cache_shapes = [tuple(s) for s in json.loads(meta["pixelcnn.cache_shapes"])]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def sample(self, uniforms, labels=None, temperature: float = 1.0, on_step=None):
+        """uniforms float32 ``[N, C, H, W]`` numpy array in [0, 1); labels int64 ``[N]`` -> uint8 images.
+
+        ``on_step(feeds, logits)`` sees every step's inputs and output (parity checks run an eager twin on them).
+        """
+        import numpy as np
+
+        from pixelcnn.draw import draw_values
+        c, h, w = self.channels, self.height, self.width
+        if uniforms.ndim != 4 or uniforms.shape[1:] != (c, h, w) or uniforms.dtype != np.float32:
+            raise ValueError(f"uniforms must be float32 [N, {c}, {h}, {w}], got {uniforms.dtype} {uniforms.shape}")
+        n = uniforms.shape[0]
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if self.num_classes:
+            if labels is None or labels.shape != (n,):
+                raise ValueError(f"labels must be int64 [{n}] in 0..{self.num_classes - 1} for this model")
+            if labels.min() < 0 or labels.max() >= self.num_classes:
+                raise ValueError(f"labels must lie in 0..{self.num_classes - 1}")
+        feeds = {"last": np.zeros(n, np.uint8)}
+        if self.num_classes:  # an unconditional step model has no label input
+            feeds["label"] = labels.astype(np.int64)
+        feeds.update({f"cache_{k}": np.zeros((*s, n), np.float32) for k, s in enumerate(self.cache_shapes)})
+        image = np.zeros((n, c, h, w), np.uint8)
+        for i in range(h):
+            for j in range(w):
+                for k in range(c):
+                    feeds["position"] = np.array([i, j, k], np.int64)
+                    logits, *caches = self.session.run(self.outputs, feeds)
+                    if on_step is not None:
+                        on_step(feeds, logits)
+                    u = torch.from_numpy(np.ascontiguousarray(uniforms[:, k, i, j]))
+                    value = draw_values(torch.from_numpy(logits), u, temperature).numpy().astype(np.uint8)
+                    image[:, k, i, j] = value
+                    feeds["last"] = value
+                    feeds.update({f"cache_{q}": x for q, x in enumerate(caches)})
+        return image

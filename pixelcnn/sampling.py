@@ -155,11 +155,9 @@ class CachedSampler:
         n, c, h, w = u.shape
         image = torch.zeros(n, c, h, w, dtype=torch.uint8, device=u.device)
         for i, j, k in _positions(c, h, w, progress, "sample cached"):
-            value = draw_values(self.logits(i, j, k), u[:, k, i, j], temperature).to(torch.uint8)
-            if known is not None:
-                value = torch.where(known_mask[:, k, i, j], known[:, k, i, j], value)
-            image[:, k, i, j] = value
-            self.reveal(value, i, j, k)
+            kv, km = (known[:, k, i, j], known_mask[:, k, i, j]) if known is not None else (None, None)
+            image[:, k, i, j], self.caches = self.step.sample_subpixel(
+                i, j, k, self.labels, self.caches, u[:, k, i, j], temperature, draw_values, kv, km)
         return image
 
 

@@ -14,7 +14,8 @@ store touches them.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -148,3 +149,17 @@ class CachedStep(nn.Module):
         w_o = self.w_o.index_select(2, colour).squeeze(2)
         b_o = self.b_o.index_select(1, colour).squeeze(1)
         return torch.addmm(b_o, y, w_o), caches
+
+    def sample_subpixel(self, i: Index, j: Index, c: Index, label: Optional[torch.Tensor],
+                        caches: Sequence[torch.Tensor], u: torch.Tensor, temperature, draw: Callable,
+                        known: Optional[torch.Tensor] = None,
+                        known_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One sampling step: logits of (i, j, c), ``draw(logits, u, temperature)`` (the draw rule), the known
+        value instead where ``known_mask`` [N] is set, and the value written into cache 0. Returns (uint8 value
+        ``[N]``, caches). The Python cached sampler and the ONNX sampler model's loop body both run this."""
+        logits, caches = self(i, j, c, label, caches)
+        value = draw(logits, u, temperature).to(torch.uint8)
+        if known is not None:
+            value = torch.where(known_mask, known, value)
+        caches[0] = self.write(caches[0], value, i, j, c)
+        return value, caches
