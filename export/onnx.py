@@ -61,7 +61,8 @@ def export_step_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Option
 
 def step_metadata(step: StepModule) -> dict:
     return {"pixelcnn.graph": "step",
-            "pixelcnn.input_layout": "position int64 [3] (i, j, c); last uint8 [N]; label int64 [N] (class-conditional only); "
+            "pixelcnn.input_layout": "position int64 [3] (i, j, c); last uint8 [N]; "
+                                     "label int64 [N] (class-conditional only); "
                                      "cache_k float32 [*cache_shapes[k], N] (batch last), zeros at the start",
             "pixelcnn.output_layout": "logits float32 [N, 256] for sub-pixel (i, j, c); cache_k_next",
             "pixelcnn.cache_shapes": json.dumps([list(s) for s in step.cache_shapes()])}

@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from pixelcnn.extension import cuda_kernels_built, extension_error, load_extension
 from pixelcnn.draw import draw_values
+from pixelcnn.extension import cuda_kernels_built, extension_error, load_extension
 from pixelcnn.sampling import CachedSampler, sample
 from tests.helpers import random_model
 
@@ -95,7 +95,7 @@ def test_same_generator_seed_same_image_and_temperature_checked():
 def test_cache_memory_is_rows_times_width_not_height_times_width():
     model = random_model(channels=1, num_classes=0, hidden=8, blocks=3, kernel_size=7, size=(40, 30))
     cs = CachedSampler(model, None, 2)
-    for layer, cache in zip(cs.step.spatial(), cs.caches):
+    for layer, cache in zip(cs.step.spatial(), cs.caches, strict=True):
         rows, width, cin, n = cache.shape
         assert rows == layer.k // 2 + 1 and width == 30 + 2 * (layer.k // 2)
 
