@@ -11,9 +11,8 @@ import torch
 from export.__main__ import main as export_main
 from export.__main__ import run as export_run
 from export.onnx import ExportError, export_onnx, export_step_onnx
-from export.step import OrtStepSampler
-from export.ort_sampler import main as ort_sampler_main
 from export.parity import LOGIT_TOL, compare_step
+from export.step import OrtStepSampler
 from pixelcnn.sampling import draw_uniforms, sample
 from tests.helpers import random_model, write_checkpoint
 
@@ -59,31 +58,22 @@ def test_export_cli_step_prints_parity_and_writes_one_file(tmp_path, capsys):
     assert r["path"].endswith("model.step.onnx") and r["ok"]
 
 
-def test_ort_sampler_cli_and_errors(tmp_path, capsys):
+def test_step_driver_equals_cached_and_rejects_bad_input(tmp_path):
     model = random_model(channels=1, num_classes=3, hidden=8, blocks=1, kernel_size=3, size=(5, 5),
                          dtype=torch.float32)
     step = export_step_onnx(model, str(tmp_path / "step.onnx"))
     u = draw_uniforms((2, 1, 5, 5), torch.Generator().manual_seed(4))
-    np.save(tmp_path / "u.npy", u.numpy())
-    out = tmp_path / "img.npy"
-    assert ort_sampler_main([step, "--labels", "0", "2", "--uniforms", str(tmp_path / "u.npy"), "--out",
-                             str(out)]) == 0
-    assert "images/s" in capsys.readouterr().out
+    sampler = OrtStepSampler(step)
     want = sample(model, torch.tensor([0, 2]), uniforms=u, method="cached")
-    np.testing.assert_array_equal(np.load(out), want.numpy())
-    assert ort_sampler_main([step, "--labels", "0", "--out", str(tmp_path / "grid.png")]) == 0
+    np.testing.assert_array_equal(sampler.sample(u.numpy(), np.array([0, 2])), want.numpy())
 
     full = export_onnx(model, str(tmp_path / "full.onnx"))
     with pytest.raises(ExportError, match="not a pixelcnn step model"):
         OrtStepSampler(full)
-    sampler = OrtStepSampler(step)
     with pytest.raises(ValueError, match=r"uniforms must be float32 \[N, 1, 5, 5\]"):
         sampler.sample(np.zeros((2, 1, 5, 4), np.float32), np.array([0, 1]))
     with pytest.raises(ValueError, match="labels must lie in 0..2"):
         sampler.sample(np.zeros((1, 1, 5, 5), np.float32), np.array([3]))
-    assert ort_sampler_main([step, "--labels", "1", "--out", str(tmp_path / "x.jpg")]) == 2
-    assert "must end in .npy or .png" in capsys.readouterr().err
-    assert not (tmp_path / "x.jpg").exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
 
 
 def read_pnm(path: str, n: int) -> np.ndarray:
