@@ -26,6 +26,7 @@ from export.pt2 import export_pt2, load_pt2
 from export.step import OrtStepSampler
 from export.torchscript import export_torchscript, load_torchscript
 from pixelcnn.checkpoint import CheckpointError, load_model
+from pixelcnn.sample import add_checkpoint_flag
 
 SUFFIX = {"onnx": ".onnx", "torchscript": ".ts.pt", "pt2": ".pt2"}
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="format", required=True)
     for name in SUFFIX:
         s = sub.add_parser(name, help=f"export to {name}")
-        s.add_argument("--checkpoint", required=True, help="a .pt file written by pixelcnn.train")
+        add_checkpoint_flag(s)
         s.add_argument("--out", help=f"output file (default: checkpoint path with {SUFFIX[name]})")
         s.add_argument("--data", default=os.environ.get("PIXELCNN_SHARED_DATA", _default_shared()),
                        help="folder with MNIST/raw/t10k-images-idx3-ubyte.gz for the parity check")
