@@ -361,6 +361,7 @@ function setUp(m, api) {
   }
 
   async function sample(options) {
+    setStatus('Sampling…');
     const r = await generate(m, options);
     api.layout.grid = drawGrid($('grid'), m, r.images, r.n, Math.min(r.n, 8), cellScale(m));
     api.last = r;
@@ -373,6 +374,7 @@ function setUp(m, api) {
     if (options.known == null || options.knownMask == null) {
       throw new Error('complete needs known (uint8 [N, C, H, W]) and knownMask (bool [N, C, H, W])');
     }
+    setStatus('Completing…');
     const r = await generate(m, options);
     // first cell: what was given (dropped sub-pixels grey, from the first image), then the completions
     const cells = new Uint8Array((r.n + 1) * plane);
