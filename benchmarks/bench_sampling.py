@@ -27,7 +27,7 @@ def setup(timing):
 
 def _ort_step_runner(model, labels, u, folder):
     from export.onnx import export_step_onnx
-    from export.ort_sampler import OrtStepSampler
+    from export.step import OrtStepSampler
     sampler = OrtStepSampler(export_step_onnx(model, str(folder / "step.onnx")))
     return lambda: torch.from_numpy(sampler.sample(u.numpy(), labels.numpy(), 1.0))
 

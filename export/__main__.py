@@ -9,12 +9,21 @@ import argparse
 import os
 import sys
 
-import torch
-
-from export.onnx import DEFAULT_OPSET, ExportError, export_onnx, export_step_onnx, metadata, ort_runner, ort_session
-from export.ort_sampler import OrtStepSampler
-from export.parity import compare, compare_step, parity_inputs
+from export.onnx import (
+    DEFAULT_OPSET,
+    PRECISIONS,
+    ExportError,
+    export_onnx,
+    export_sampler_onnx,
+    export_step_onnx,
+    metadata,
+    ort_runner,
+    ort_session,
+)
+from export.ort_sampler import OrtSampler
+from export.parity import compare, compare_sampler, compare_step, parity_inputs
 from export.pt2 import export_pt2, load_pt2
+from export.step import OrtStepSampler
 from export.torchscript import export_torchscript, load_torchscript
 from pixelcnn.checkpoint import CheckpointError, load_model
 
@@ -38,9 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (18..23)")
             s.add_argument("--providers", nargs="+", default=["CPUExecutionProvider"],
                            help="ONNX Runtime execution providers for the parity check")
-            s.add_argument("--step", action="store_true",
-                           help="export the one-sub-pixel step model (caches in, logits + caches out) for "
-                                "sampling in any ONNX runtime, instead of the full model")
+            graph = s.add_mutually_exclusive_group()
+            graph.add_argument("--step", action="store_true",
+                               help="export the one-sub-pixel step model (caches in, logits + caches out) for "
+                                    "runtimes that drive the sampling loop themselves, instead of the full model")
+            graph.add_argument("--sampler", action="store_true",
+                               help="export the sampler model: whole images in one run (an ONNX Loop over the "
+                                    "sub-pixels, the draw rule inside; completion inputs known/known_mask)")
+            s.add_argument("--precision", choices=sorted(PRECISIONS), default="float32",
+                           help="--sampler: float type of the network inside the graph (the draw is float64)")
     return p
 
 
@@ -48,9 +63,19 @@ def run(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     model, cfg, _ = load_model(args.checkpoint)
     step = args.format == "onnx" and args.step
-    suffix = ".step.onnx" if step else SUFFIX[args.format]
+    sampler = args.format == "onnx" and args.sampler
+    suffix = ".step.onnx" if step else ".sampler.onnx" if sampler else SUFFIX[args.format]
     out = args.out or os.path.splitext(args.checkpoint)[0] + suffix
     props = metadata(model, cfg.to_dict(), cfg.config_hash())
+    if sampler:
+        export_sampler_onnx(model, out, args.opset, props, args.precision)
+        try:
+            result = compare_sampler(OrtSampler(out, args.providers), model, args.precision)
+        except BaseException:
+            os.remove(out)  # a model that does not run is not left behind
+            raise
+        result.update(path=out, bytes=os.path.getsize(out), format=f"onnx sampler model, {args.precision}")
+        return result
     if step:
         export_step_onnx(model, out, args.opset, props)
         result = compare_step(OrtStepSampler(out, args.providers), model)
@@ -80,7 +105,11 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     status = "OK" if r["ok"] else "MISMATCH"
-    if "mismatched_subpixels" in r:
+    if "known_kept" in r:
+        figures = (f"ONNX Runtime sampler model vs sample(method='cached') on {r['batch']} images, sampling and "
+                   f"completion: {r['mismatched_subpixels']} of {r['subpixels']} sub-pixels differ, known "
+                   f"sub-pixels {'kept' if r['known_kept'] else 'NOT kept'}")
+    elif "mismatched_subpixels" in r:
         figures = (f"ONNX Runtime step sampler vs sample(method='cached') on {r['batch']} images: "
                    f"{r['mismatched_subpixels']} sub-pixels differ, max |step logit diff| "
                    f"{r['max_abs_logit_diff']:.2e}")

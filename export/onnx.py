@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 
+from export import sampler as sampler_graph
 from export.step import StepModule, example_step_inputs, input_names, output_names
 from export.wrapper import ExportModule, example_inputs
 from pixelcnn.atomic import atomic_path
@@ -59,10 +61,38 @@ def export_step_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Option
 
 def step_metadata(step: StepModule) -> dict:
     return {"pixelcnn.graph": "step",
-            "pixelcnn.input_layout": "position int64 [3] (i, j, c); last uint8 [N]; label int64 [N] (class-conditional only); "
+            "pixelcnn.input_layout": "position int64 [3] (i, j, c); last uint8 [N]; "
+                                     "label int64 [N] (class-conditional only); "
                                      "cache_k float32 [*cache_shapes[k], N] (batch last), zeros at the start",
             "pixelcnn.output_layout": "logits float32 [N, 256] for sub-pixel (i, j, c); cache_k_next",
             "pixelcnn.cache_shapes": json.dumps([list(s) for s in step.cache_shapes()])}
+
+
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+
+
+def export_sampler_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Optional[dict] = None,
+                        precision: str = "float32") -> str:
+    """Write the sampler model (``export.sampler``: whole images in one run, an ONNX Loop over the sub-pixels) to
+    ``path`` (atomically), dynamic batch. ``precision``: the network's float type (the draw is float64)."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; pass one of {sorted(PRECISIONS)}")
+    module = sampler_graph.sampler_module(model, PRECISIONS[precision])
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    names = sampler_graph.input_names(module)
+    shapes = tuple(None if name == "temperature" else {0: batch} for name in names)
+    props = dict(props or metadata(model))
+    props.update(sampler_metadata(module, precision))
+    return _write(module, sampler_graph.example_sampler_inputs(module), names, ["image"], shapes, props, path,
+                  opset)
+
+
+def sampler_metadata(module, precision: str) -> dict:
+    label = "label int64 [N] (class-conditional only); " if module.conditional else ""
+    return {"pixelcnn.graph": "sampler", "pixelcnn.precision": precision,
+            "pixelcnn.input_layout": f"{label}uniforms float32 [N, C, H, W] in [0, 1); temperature float32 []; "
+                                     "known uint8 [N, C, H, W]; known_mask bool [N, C, H, W]",
+            "pixelcnn.output_layout": "image uint8 [N, C, H, W]"}
 
 
 def _write(module, args, inputs, outputs, dynamic_shapes, props, path, opset) -> str:

@@ -1,11 +1,14 @@
-"""Sample with the exported step model through ONNX Runtime: numpy only, no torch at run time.
+"""Sample with the exported sampler model through ONNX Runtime: one ``run`` per batch of whole images.
 
-    python -m export.ort_sampler STEP.onnx --labels 0 1 2 3 --seed 0 --out samples.png
-    python -m export.ort_sampler STEP.onnx --labels 7 --uniforms u.npy --out digit.npy
+    python -m export onnx --checkpoint runs/pixelcnn/best.pt --sampler      # -> runs/pixelcnn/best.sampler.onnx
+    python -m export.ort_sampler best.sampler.onnx --labels 0 1 2 3 --seed 0 --out samples.png
+    python -m export.ort_sampler best.sampler.onnx --labels 7 --uniforms u.npy --out digit.npy
+    python -m export.ort_sampler best.sampler.onnx --labels 3 3 --complete known.npy --keep-rows 10 --out c.png
 
-Same contract as ``pixelcnn.sampling.sample`` (DESIGN.md §5): sub-pixel p takes the smallest value whose cumulative
-softmax of logits / temperature (float32) exceeds U[p], so for the same uniforms the image equals
-``sample(method="cached")``'s (up to float32 ties at a CDF boundary, which fixed seeds in the tests do not hit).
+``OrtSampler(path).sample(uniforms, labels, temperature, known, known_mask)`` checks its inputs (the graph cannot
+raise errors) and feeds the model's inputs ``label``, ``uniforms``, ``temperature``, ``known``, ``known_mask``
+(``export/sampler.py`` has the interface). Same contract as ``pixelcnn.sampling.sample`` (docs/DESIGN.md §5): for
+the same uniforms the image equals ``sample(method="cached", temperature=float(np.float32(T)))``'s.
 """
 from __future__ import annotations
 
@@ -14,82 +17,100 @@ import json
 import os
 import sys
 import time
-from typing import Callable, Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
 from export.onnx import ExportError, ort_session
 from pixelcnn.atomic import atomic_path
 
-LEVELS = 256
 
-
-def pick_values(logits: np.ndarray, u: np.ndarray, temperature: float) -> np.ndarray:
-    """Inverse-CDF draw: logits ``[N, 256]``, u ``[N]`` -> uint8 ``[N]`` (numpy twin of sampling.pick_values)."""
-    z = logits.astype(np.float32) / np.float32(temperature)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    cdf = np.cumsum(e / e.sum(axis=1, keepdims=True, dtype=np.float32), axis=1, dtype=np.float32)
-    return np.minimum((cdf <= u[:, None]).sum(axis=1), LEVELS - 1).astype(np.uint8)
-
-
-class OrtStepSampler:
-    """Drives a step model written by ``python -m export onnx --step``."""
+class OrtSampler:
+    """Runs a sampler model written by ``python -m export onnx --sampler``."""
 
     def __init__(self, path: str, providers: Sequence[str] = ("CPUExecutionProvider",)):
         self.session = ort_session(path, providers)
         meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("pixelcnn.graph") != "step":
-            raise ExportError(f"{path} is not a pixelcnn step model (export it with `python -m export onnx --step`)")
+        if meta.get("pixelcnn.graph") != "sampler":
+            raise ExportError(f"{path} is not a pixelcnn sampler model (export it with "
+                              f"`python -m export onnx --checkpoint CKPT --sampler`)")
         self.channels = int(meta["pixelcnn.channels"])
         self.height, self.width = json.loads(meta["pixelcnn.image_size"])
         self.num_classes = int(meta["pixelcnn.num_classes"])
-        self.cache_shapes = [tuple(s) for s in json.loads(meta["pixelcnn.cache_shapes"])]
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.precision = meta.get("pixelcnn.precision", "float32")
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.channels, self.height, self.width
+
+    def feeds(self, uniforms: np.ndarray, labels: Optional[np.ndarray] = None, temperature: float = 1.0,
+              known: Optional[np.ndarray] = None, known_mask: Optional[np.ndarray] = None) -> dict:
+        """The checked inputs of one run (ValueError naming the problem otherwise)."""
+        c, h, w = self.shape
+        if not isinstance(uniforms, np.ndarray) or uniforms.ndim != 4 or uniforms.shape[1:] != (c, h, w) \
+                or uniforms.dtype != np.float32:
+            got = f"{uniforms.dtype} {uniforms.shape}" if isinstance(uniforms, np.ndarray) else type(uniforms)
+            raise ValueError(f"uniforms must be float32 [N, {c}, {h}, {w}], got {got}")
+        n = uniforms.shape[0]
+        if n < 1:
+            raise ValueError("uniforms must hold at least one image (N >= 1)")
+        if not (uniforms.min() >= 0.0 and uniforms.max() < 1.0):
+            raise ValueError(f"uniforms must lie in [0, 1), got range [{uniforms.min()}, {uniforms.max()}]")
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        feeds = {"uniforms": uniforms, "temperature": np.array(temperature, np.float32)}
+        if self.num_classes:
+            labels = None if labels is None else np.asarray(labels)
+            if labels is None or labels.shape != (n,) or labels.dtype.kind not in "iu":
+                got = "none" if labels is None else f"{labels.dtype} {labels.shape}"
+                raise ValueError(f"labels must be int64 [{n}] in 0..{self.num_classes - 1} for this "
+                                 f"class-conditional model, got {got}")
+            if labels.min() < 0 or labels.max() >= self.num_classes:
+                raise ValueError(f"labels must lie in 0..{self.num_classes - 1}, got range "
+                                 f"[{labels.min()}, {labels.max()}]")
+            feeds["label"] = labels.astype(np.int64)
+        elif labels is not None:
+            raise ValueError("this model is unconditional (num_classes=0): pass no labels")
+        if (known is None) != (known_mask is None):
+            raise ValueError("pass both known (uint8 [N, C, H, W]) and known_mask (bool [N, C, H, W]), or neither")
+        if known is None:
+            known, known_mask = np.zeros(uniforms.shape, np.uint8), np.zeros(uniforms.shape, bool)
+        for name, x, dtype in (("known", known, np.uint8), ("known_mask", known_mask, np.bool_)):
+            if not isinstance(x, np.ndarray) or x.shape != uniforms.shape or x.dtype != dtype:
+                got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x)
+                raise ValueError(f"{name} must be {np.dtype(dtype).name} {list(uniforms.shape)} (the uniforms' "
+                                 f"shape), got {got}")
+        feeds.update(known=known, known_mask=known_mask)
+        return {name: feeds[name] for name in self.inputs}
 
     def sample(self, uniforms: np.ndarray, labels: Optional[np.ndarray] = None, temperature: float = 1.0,
-               on_step: Optional[Callable[[dict, np.ndarray], None]] = None) -> np.ndarray:
-        """uniforms float32 ``[N, C, H, W]`` in [0, 1); labels int64 ``[N]`` -> uint8 images ``[N, C, H, W]``.
+               known: Optional[np.ndarray] = None, known_mask: Optional[np.ndarray] = None) -> np.ndarray:
+        """uniforms float32 ``[N, C, H, W]`` in [0, 1); labels int64 ``[N]`` (class-conditional models); optional
+        completion inputs -> uint8 images ``[N, C, H, W]``, in one ONNX Runtime run."""
+        return self.session.run(["image"], self.feeds(uniforms, labels, temperature, known, known_mask))[0]
 
-        ``on_step(feeds, logits)`` sees every step's inputs and output (parity checks run an eager twin on them).
-        """
-        c, h, w = self.channels, self.height, self.width
-        if uniforms.ndim != 4 or uniforms.shape[1:] != (c, h, w) or uniforms.dtype != np.float32:
-            raise ValueError(f"uniforms must be float32 [N, {c}, {h}, {w}], got {uniforms.dtype} {uniforms.shape}")
-        n = uniforms.shape[0]
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if self.num_classes:
-            if labels is None or labels.shape != (n,):
-                raise ValueError(f"labels must be int64 [{n}] in 0..{self.num_classes - 1} for this model")
-            if labels.min() < 0 or labels.max() >= self.num_classes:
-                raise ValueError(f"labels must lie in 0..{self.num_classes - 1}")
-        feeds = {"last": np.zeros(n, np.uint8)}
-        if self.num_classes:  # an unconditional step model has no label input
-            feeds["label"] = labels.astype(np.int64)
-        feeds.update({f"cache_{k}": np.zeros((*s, n), np.float32) for k, s in enumerate(self.cache_shapes)})
-        image = np.zeros((n, c, h, w), np.uint8)
-        for i in range(h):
-            for j in range(w):
-                for k in range(c):
-                    feeds["position"] = np.array([i, j, k], np.int64)
-                    logits, *caches = self.session.run(self.outputs, feeds)
-                    if on_step is not None:
-                        on_step(feeds, logits)
-                    value = pick_values(logits, uniforms[:, k, i, j], temperature)
-                    image[:, k, i, j] = value
-                    feeds["last"] = value
-                    feeds.update({f"cache_{q}": x for q, x in enumerate(caches)})
-        return image
+
+def keep_rows(images: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Completion inputs that keep the top ``rows`` rows of uint8 ``images`` [N, C, H, W]."""
+    if not 0 <= rows <= images.shape[2]:
+        raise ValueError(f"--keep-rows must lie in 0..{images.shape[2]} (the image height), got {rows}")
+    mask = np.zeros(images.shape, bool)
+    mask[:, :, :rows] = True
+    return images, mask
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m export.ort_sampler", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="step model written by `python -m export onnx --step`")
+    p.add_argument("model", help="sampler model written by `python -m export onnx --sampler`")
     p.add_argument("--labels", type=int, nargs="+", help="one class per image (class-conditional models)")
     p.add_argument("--n", type=int, help="number of images (unconditional models)")
     p.add_argument("--seed", type=int, default=0, help="seed for the uniforms (numpy; ignored with --uniforms)")
     p.add_argument("--uniforms", help=".npy float32 [N, C, H, W] in [0, 1) (overrides --seed)")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature, > 0")
+    p.add_argument("--complete", help=".npy uint8 [N, C, H, W]: images whose top --keep-rows rows are kept")
+    p.add_argument("--keep-rows", type=int, default=0, help="rows of --complete kept (the rest is sampled)")
     p.add_argument("--providers", nargs="+", default=["CPUExecutionProvider"])
     p.add_argument("--out", required=True, help=".npy (uint8 [N, C, H, W]) or .png (one row of images)")
     return p
@@ -98,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        sampler = OrtStepSampler(args.model, args.providers)
+        ext = os.path.splitext(args.out)[1].lower()
+        if ext not in (".npy", ".png"):
+            raise ValueError(f"--out must end in .npy or .png, got {args.out!r}")
+        sampler = OrtSampler(args.model, args.providers)
         labels = np.asarray(args.labels, np.int64) if args.labels else None
         n = len(labels) if labels is not None else args.n
         if n is None:
@@ -106,12 +130,14 @@ def main(argv=None) -> int:
         if args.uniforms:
             uniforms = np.load(args.uniforms)
         else:
-            shape = (n, sampler.channels, sampler.height, sampler.width)
-            uniforms = np.random.default_rng(args.seed).random(shape, dtype=np.float32)
+            uniforms = np.random.default_rng(args.seed).random((n, *sampler.shape), dtype=np.float32)
+        known = mask = None
+        if args.complete:
+            known, mask = keep_rows(np.load(args.complete), args.keep_rows)
         start = time.perf_counter()
-        image = sampler.sample(uniforms, labels, args.temperature)
+        image = sampler.sample(uniforms, labels, args.temperature, known, mask)
         seconds = time.perf_counter() - start
-        _save(image, args.out)
+        _save(image, args.out, ext)
     except (ExportError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -119,10 +145,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _save(image: np.ndarray, out: str) -> None:
-    ext = os.path.splitext(out)[1].lower()
-    if ext not in (".npy", ".png"):
-        raise ValueError(f"--out must end in .npy or .png, got {out!r}")
+def _save(image: np.ndarray, out: str, ext: str) -> None:
     with atomic_path(out) as tmp:
         if ext == ".npy":
             with open(tmp, "wb") as f:

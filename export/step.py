@@ -1,5 +1,6 @@
-"""The step model: one sub-pixel of the cached incremental sampler (DESIGN.md §5) as a fixed graph, so that any ONNX
-runtime can sample without Python.
+"""The step model: one sub-pixel of the cached sampler (``pixelcnn.step.CachedStep``, docs/DESIGN.md §5) as a
+fixed graph, for runtimes that drive the sampling loop themselves (the sampler model, ``export/sampler.py``, runs
+the whole loop in one call).
 
 Inputs (N is dynamic):
   ``position`` int64 [3]        (i, j, c) of the sub-pixel to predict, in raster order, colour innermost
@@ -8,124 +9,48 @@ Inputs (N is dynamic):
   ``cache_0``  float32 [rows_0, W + 2 p_0, C, N]   the first layer's ring buffer (the image, normalised)
   ``cache_b``  float32 [rows_b, W + 2 p_b, h, N]   block b's k x k layer input ring buffer, b = 1..B
 Outputs:
-  ``logits``   float32 [N, 256]  for sub-pixel (i, j, c) (divide by the temperature, softmax, inverse CDF)
+  ``logits``   float32 [N, 256]  for sub-pixel (i, j, c) (draw with the draw rule, docs/DESIGN.md §5)
   ``cache_k_next``                the updated buffers: feed them back as ``cache_k`` at the next step
 
-Start with all-zero caches (``cache_shapes``; batch last). A step first writes ``last`` into cache_0 at its own
-position, then computes each layer at (i, j) only, reading the cached rows above it, and stores the k x k layers'
-inputs at (i, j). Same arithmetic as ``pixelcnn.sampling.CachedSampler`` (sums in another order).
+Start with all-zero caches (``cache_shapes``; batch last). A step writes ``last`` into cache_0 at the previous
+sub-pixel's position (``CachedStep.write``), then runs ``CachedStep`` at (i, j, c).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from pixelcnn.model import LEVELS, PixelCNN
-from pixelcnn.sampling import cache_geometry, cached_conv_weight, dense_weight
-
-
-class _Spatial(nn.Module):
-    """A k x k masked conv evaluated at one position from its ring buffer ``[rows, W + 2p, C_in, N]``.
-
-    Batch innermost, so that a store is one ScatterND of a ``[C_in, N]`` slab and a read gathers k columns."""
-
-    def __init__(self, conv):
-        super().__init__()
-        self.k, self.p, self.rows = cache_geometry(conv)
-        self.in_channels = conv.in_channels
-        w = cached_conv_weight(conv).detach().float()  # rows (C_in, rows, k) -> reorder to (rows, k, C_in)
-        w = w.reshape(self.in_channels, self.rows, self.k, -1).permute(1, 2, 0, 3)
-        self.register_buffer("weight", w.reshape(-1, w.shape[-1]).contiguous())
-        self.register_buffer("bias", conv.bias.detach().float())
-
-    def store(self, cache, value, i, j, channel=None):
-        """cache[i % rows, j + p, :, :] = value.T (value ``[N, C_in]``), or only ``channel`` (value ``[N]``);
-        functional (no in-place write), so it exports."""
-        at = ((i % self.rows).reshape(1), (j + self.p).reshape(1))
-        if channel is None:
-            return torch.index_put(cache, at, value.t().unsqueeze(0))
-        return torch.index_put(cache, at + (channel.reshape(1),), value.unsqueeze(0))
-
-    def conv_at(self, cache, i, j):
-        slots = (i - self.rows + 1 + torch.arange(self.rows)) % self.rows  # rows i-p..i, oldest first
-        patch = cache.index_select(1, j + torch.arange(self.k)).index_select(0, slots)  # [rows, k, C_in, N]
-        return torch.addmm(self.bias, patch.permute(3, 0, 1, 2).flatten(1), self.weight)
-
-
-class _Dense(nn.Module):
-    """A 1x1 masked conv as a matrix product at one position."""
-
-    def __init__(self, conv):
-        super().__init__()
-        self.register_buffer("weight", dense_weight(conv).detach().float())
-        self.register_buffer("bias", conv.bias.detach().float())
-
-    def forward(self, x):
-        return torch.addmm(self.bias, x, self.weight)
-
-
-class _Block(nn.Module):
-    def __init__(self, block):
-        super().__init__()
-        self.conv_in, self.mid, self.conv_out = _Dense(block.conv_in), _Spatial(block.conv_mid), _Dense(block.conv_out)
-        self.register_buffer("embed", block.embed.weight.detach().float() if block.embed is not None else None)
+from pixelcnn.model import PixelCNN
+from pixelcnn.step import CachedStep
 
 
 class StepModule(nn.Module):
-    def __init__(self, model: PixelCNN):
+    """``CachedStep`` behind the step model's inputs: ``position``, ``last``, [``label``], caches."""
+
+    def __init__(self, model: PixelCNN, dtype: torch.dtype = torch.float32):
         super().__init__()
+        self.step = CachedStep(model).to(dtype)
         self.channels, self.width = model.channels, model.image_size[1]
         self.conditional = model.num_classes > 0
-        self.first = _Spatial(model.conv_first)
-        self.register_buffer("embed", model.embed.weight.detach().float() if model.embed is not None else None)
-        self.blocks = nn.ModuleList(_Block(b) for b in model.blocks)
-        self.head_hidden = _Dense(model.head_hidden)
-        w_o = dense_weight(model.head_out).detach().float()
-        # output channel v*C + c -> [hidden, v, c], so the step picks colour c with one gather
-        self.register_buffer("w_o", w_o.reshape(-1, LEVELS, self.channels).contiguous())
-        self.register_buffer("b_o", model.head_out.bias.detach().float().reshape(LEVELS, self.channels))
-
-    def spatial(self) -> list[_Spatial]:
-        return [self.first] + [b.mid for b in self.blocks]
 
     def cache_shapes(self) -> list[tuple[int, int, int]]:
-        """Per-image shape ``(rows, W + 2p, C_in)`` of each cache input (the batch dim comes last), in input order."""
-        return [(s.rows, self.width + 2 * s.p, s.in_channels) for s in self.spatial()]
+        return self.step.cache_shapes()
 
     def initial_caches(self, n: int) -> list[torch.Tensor]:
-        return [torch.zeros(*shape, n) for shape in self.cache_shapes()]
+        return self.step.initial_caches(n)
 
     def forward(self, position: torch.Tensor, last: torch.Tensor, *rest: torch.Tensor):
         """``rest``: ``label, *caches`` for a class-conditional model, else the caches (``input_names`` order)."""
-        label, caches = (rest[0], rest[1:]) if self.conditional else (None, rest)
+        label, caches = (rest[0], list(rest[1:])) if self.conditional else (None, list(rest))
         i, j, c = position[0], position[1], position[2]
-        colors, width = self.channels, self.width
         # the previous sub-pixel in raster order goes into the first layer's buffer. At (0, 0, 0) there is none:
-        # ``last`` then lands on (0, 0, 0) itself, which no weight reads before the real value overwrites it.
-        prev = ((i * width + j) * colors + c - 1).clamp(min=0)
-        pc, pj, pi = prev % colors, (prev // colors) % width, prev // (colors * width)
-        first = self.first
-        caches = list(caches)
-        caches[0] = first.store(caches[0], last.to(torch.float32) / 127.5 - 1.0, pi, pj, channel=pc)
-        # no clearing when a row starts: a ring slot still holds the row `rows` above it, but every stale value
-        # sits right of (i, j) or at channels >= c, where the masked weights are exactly 0
-
-        x = first.conv_at(caches[0], i, j)
-        if self.conditional:
-            x = x + self.embed[label]
-        out = [caches[0]]
-        for blk, cache in zip(self.blocks, caches[1:]):
-            y = torch.relu(blk.conv_in(torch.relu(x)))
-            cache = blk.mid.store(cache, y, i, j)
-            out.append(cache)
-            y = blk.mid.conv_at(cache, i, j)
-            if self.conditional:
-                y = y + blk.embed[label]
-            x = blk.conv_out(torch.relu(y)) + x
-        y = torch.relu(self.head_hidden(torch.relu(x)))
-        w_o = self.w_o.index_select(2, c.reshape(1)).squeeze(2)
-        b_o = self.b_o.index_select(1, c.reshape(1)).squeeze(1)
-        return (torch.addmm(b_o, y, w_o), *out)
+        # ``last`` then lands on (0, 0, 0) itself, which no weight of colour 0 reads, and the real value
+        # overwrites it before colour 1 does
+        prev = ((i * self.width + j) * self.channels + c - 1).clamp(min=0)
+        pc, pj, pi = prev % self.channels, (prev // self.channels) % self.width, prev // (self.channels * self.width)
+        caches[0] = self.step.write(caches[0], last, pi, pj, pc)
+        logits, caches = self.step(i, j, c, label, caches)
+        return (logits, *caches)
 
 
 def input_names(step: StepModule) -> list[str]:
@@ -142,3 +67,61 @@ def example_step_inputs(step: StepModule, batch: int = 2) -> tuple[torch.Tensor,
     last = torch.full((batch,), 7, dtype=torch.uint8)
     label = [torch.zeros(batch, dtype=torch.int64)] if step.conditional else []
     return (position, last, *label, *step.initial_caches(batch))
+
+
+class OrtStepSampler:
+    """Drives a step model written by ``python -m export onnx --step`` through ONNX Runtime, one ``run`` per
+    sub-pixel, drawing with the draw rule (``pixelcnn.draw``): the reference loop for runtimes that take the step
+    model instead of the one-call sampler model."""
+
+    def __init__(self, path: str, providers=("CPUExecutionProvider",)):
+        import json
+
+        from export.onnx import ExportError, ort_session
+        self.session = ort_session(path, providers)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("pixelcnn.graph") != "step":
+            raise ExportError(f"{path} is not a pixelcnn step model (export it with `python -m export onnx --step`)")
+        self.channels = int(meta["pixelcnn.channels"])
+        self.height, self.width = json.loads(meta["pixelcnn.image_size"])
+        self.num_classes = int(meta["pixelcnn.num_classes"])
+        self.cache_shapes = [tuple(s) for s in json.loads(meta["pixelcnn.cache_shapes"])]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def sample(self, uniforms, labels=None, temperature: float = 1.0, on_step=None):
+        """uniforms float32 ``[N, C, H, W]`` numpy array in [0, 1); labels int64 ``[N]`` -> uint8 images.
+
+        ``on_step(feeds, logits)`` sees every step's inputs and output (parity checks run an eager twin on them).
+        """
+        import numpy as np
+
+        from pixelcnn.draw import draw_values
+        c, h, w = self.channels, self.height, self.width
+        if uniforms.ndim != 4 or uniforms.shape[1:] != (c, h, w) or uniforms.dtype != np.float32:
+            raise ValueError(f"uniforms must be float32 [N, {c}, {h}, {w}], got {uniforms.dtype} {uniforms.shape}")
+        n = uniforms.shape[0]
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if self.num_classes:
+            if labels is None or labels.shape != (n,):
+                raise ValueError(f"labels must be int64 [{n}] in 0..{self.num_classes - 1} for this model")
+            if labels.min() < 0 or labels.max() >= self.num_classes:
+                raise ValueError(f"labels must lie in 0..{self.num_classes - 1}")
+        feeds = {"last": np.zeros(n, np.uint8)}
+        if self.num_classes:  # an unconditional step model has no label input
+            feeds["label"] = labels.astype(np.int64)
+        feeds.update({f"cache_{k}": np.zeros((*s, n), np.float32) for k, s in enumerate(self.cache_shapes)})
+        image = np.zeros((n, c, h, w), np.uint8)
+        for i in range(h):
+            for j in range(w):
+                for k in range(c):
+                    feeds["position"] = np.array([i, j, k], np.int64)
+                    logits, *caches = self.session.run(self.outputs, feeds)
+                    if on_step is not None:
+                        on_step(feeds, logits)
+                    u = torch.from_numpy(np.ascontiguousarray(uniforms[:, k, i, j]))
+                    value = draw_values(torch.from_numpy(logits), u, temperature).numpy().astype(np.uint8)
+                    image[:, k, i, j] = value
+                    feeds["last"] = value
+                    feeds.update({f"cache_{q}": x for q, x in enumerate(caches)})
+        return image

@@ -23,6 +23,11 @@ _HORNER = [1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0, 1.0
            1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0]
 
 
+# 2^-n for n = 0 .. 1021, exact: exp_rn's power of two by table look-up (k = floor(x log2 e + 0.5) >= -1021 for
+# x >= -708), so the rule uses only ops every graph runtime has (no bit casts)
+_POW2 = torch.tensor([2.0 ** -n for n in range(1022)], dtype=torch.float64)
+
+
 def exp_rn(x: torch.Tensor) -> torch.Tensor:
     """csrc/draw.h ``exp_rn`` for a float64 tensor of values <= 0 (each torch op is one IEEE operation)."""
     keep = x >= EXP_MIN
@@ -32,21 +37,26 @@ def exp_rn(x: torch.Tensor) -> torch.Tensor:
     p = torch.full_like(r, _HORNER[0])
     for c in _HORNER[1:]:
         p = p * r + c
-    two_k = ((k.to(torch.int64) + 1023) << 52).view(torch.float64)  # 2^k exactly (k >= -1021 here)
+    two_k = _POW2.to(x.device)[(-k).to(torch.int64)]  # 2^k exactly
     return torch.where(keep, p * two_k, torch.zeros_like(p))
+
+
+def draw_rule(logits: torch.Tensor, u: torch.Tensor, temperature) -> torch.Tensor:
+    """The rule on float64 tensors: logits ``[N, 256]``, u ``[N]``, ``temperature`` a float or a 0-d float64
+    tensor -> int64 ``[N]``. Tensor ops only and no data-dependent control flow, so the ONNX sampler model is
+    exported from this function (cumsum is a sequential scan in PyTorch and ONNX Runtime alike)."""
+    s = logits / temperature
+    e = exp_rn(s - s.amax(dim=-1, keepdim=True))
+    local = e.reshape(-1, CHUNKS, CHUNK).cumsum(dim=-1)  # sequential inside each chunk of 8
+    running = local[:, :, CHUNK - 1].cumsum(dim=-1)  # ((t_0 + t_1) + ...) + t_c
+    offset = torch.cat([torch.zeros_like(running[:, :1]), running[:, :CHUNKS - 1]], dim=1)
+    target = u * running[:, CHUNKS - 1]
+    below = (offset.unsqueeze(2) + local) <= target.reshape(-1, 1, 1)
+    return below.sum(dim=(1, 2)).clamp(max=LEVELS - 1)
 
 
 def draw_values(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
     """Inverse-CDF draw of one sub-pixel per row: logits ``[N, 256]``, u ``[N]`` -> int64 ``[N]`` in 0..255."""
     device = logits.device
-    s = logits.detach().to("cpu", torch.float64) / float(temperature)
-    e = exp_rn(s - s.max(dim=-1, keepdim=True).values)
-    local = e.view(-1, CHUNKS, CHUNK).cumsum(dim=-1)  # sequential inside each chunk of 8
-    offset = torch.empty(local.shape[:2], dtype=torch.float64)
-    acc = torch.zeros(local.shape[0], dtype=torch.float64)
-    for c in range(CHUNKS):
-        offset[:, c] = acc
-        acc = acc + local[:, c, -1]
-    target = u.detach().to("cpu", torch.float64) * acc
-    below = (offset[:, :, None] + local) <= target[:, None, None]
-    return below.sum(dim=(1, 2)).clamp_(max=LEVELS - 1).to(device)
+    s = logits.detach().to("cpu", torch.float64)
+    return draw_rule(s, u.detach().to("cpu", torch.float64), float(temperature)).to(device)

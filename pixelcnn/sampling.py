@@ -14,7 +14,7 @@ import torch
 from pixelcnn.draw import draw_values
 from pixelcnn.extension import extension_error, load_extension
 from pixelcnn.model import PixelCNN
-from pixelcnn.pixels import LEVELS, to_unit
+from pixelcnn.step import CachedStep
 
 METHODS = ("naive", "cached", "cached_ext")
 
@@ -44,18 +44,39 @@ def _check(model: PixelCNN, labels: Optional[torch.Tensor], temperature: float, 
     return labels.shape[0]
 
 
+def check_known(known: Optional[torch.Tensor], known_mask: Optional[torch.Tensor], shape: tuple[int, ...]) -> None:
+    """Completion inputs: both or neither; uint8 ``known`` and bool ``known_mask`` of the image shape."""
+    if (known is None) != (known_mask is None):
+        raise ValueError("pass both known (uint8 [N, C, H, W]) and known_mask (bool [N, C, H, W]), or neither")
+    if known is None:
+        return
+    shape_s = ", ".join(map(str, shape))
+    if known.dtype != torch.uint8 or tuple(known.shape) != tuple(shape):
+        raise ValueError(f"known must be uint8 [{shape_s}] (the image shape), got {known.dtype} "
+                         f"{tuple(known.shape)}")
+    if known_mask.dtype != torch.bool or tuple(known_mask.shape) != tuple(shape):
+        raise ValueError(f"known_mask must be bool [{shape_s}] (the image shape), got {known_mask.dtype} "
+                         f"{tuple(known_mask.shape)}")
+
+
 @torch.no_grad()
 def sample(model: PixelCNN, labels: Optional[torch.Tensor] = None, temperature: float = 1.0,
            generator: Optional[torch.Generator] = None, method: str = "auto", n: Optional[int] = None,
-           uniforms: Optional[torch.Tensor] = None, progress: bool = False) -> torch.Tensor:
+           uniforms: Optional[torch.Tensor] = None, progress: bool = False, known: Optional[torch.Tensor] = None,
+           known_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Draw images: uint8 ``[N, C, H, W]`` on the model's device.
 
     ``method``: ``naive`` (a full forward per sub-pixel), ``cached`` (incremental, Python), ``cached_ext``
     (incremental, C++/CUDA extension) or ``auto`` (the fastest available). ``uniforms`` replaces the draw from
     ``generator`` (for cross-runtime checks); it must be float32 ``[N, C, H, W]`` in [0, 1).
+    Completion: ``known`` (uint8) and ``known_mask`` (bool), both ``[N, C, H, W]``: where the mask is set the
+    sub-pixel is copied from ``known`` instead of drawn, and later sub-pixels condition on it.
     """
+    if labels is None and n is None and known is not None:
+        n = known.shape[0]
     n = _check(model, labels, temperature, n)
     c, (h, w) = model.channels, model.image_size
+    check_known(known, known_mask, (n, c, h, w))
     if uniforms is None:
         uniforms = draw_uniforms((n, c, h, w), generator)
     elif tuple(uniforms.shape) != (n, c, h, w) or uniforms.dtype != torch.float32:
@@ -64,15 +85,17 @@ def sample(model: PixelCNN, labels: Optional[torch.Tensor] = None, temperature: 
     device = next(model.parameters()).device
     uniforms = uniforms.to(device)
     labels = labels.to(device) if labels is not None else None
+    if known is not None:
+        known, known_mask = known.to(device), known_mask.to(device)
     method = resolve_method(method)
     was_training = model.training
     model.eval()
     try:
         if method == "naive":
-            return _sample_naive(model, labels, uniforms, temperature, progress)
+            return _sample_naive(model, labels, uniforms, temperature, known, known_mask, progress)
         if method == "cached":
-            return CachedSampler(model, labels, n).run(uniforms, temperature, progress)
-        return _sample_ext(model, labels, uniforms, temperature)
+            return CachedSampler(model, labels, n).run(uniforms, temperature, known, known_mask, progress)
+        return _sample_ext(model, labels, uniforms, temperature, known, known_mask)
     finally:
         model.train(was_training)
 
@@ -96,111 +119,45 @@ def _positions(c: int, h: int, w: int, progress: bool, desc: str):
     return steps
 
 
-def _sample_naive(model, labels, u, temperature, progress):
+def _sample_naive(model, labels, u, temperature, known, known_mask, progress):
     n, c, h, w = u.shape
     image = torch.zeros(n, c, h, w, dtype=torch.uint8, device=u.device)
     for i, j, k in _positions(c, h, w, progress, "sample naive"):
         logits = model.logits(model.normalize(image), labels)[:, :, k, i, j]
-        image[:, k, i, j] = draw_values(logits, u[:, k, i, j], temperature).to(torch.uint8)
+        value = draw_values(logits, u[:, k, i, j], temperature).to(torch.uint8)
+        if known is not None:
+            value = torch.where(known_mask[:, k, i, j], known[:, k, i, j], value)
+        image[:, k, i, j] = value
     return image
 
 
-def cache_geometry(conv) -> tuple[int, int, int]:
-    """(kernel size k, padding p = k//2, cached rows p+1) of a spatial masked conv's ring buffer."""
-    k = conv.kernel_size
-    return k, k // 2, k // 2 + 1
-
-
-def dense_weight(conv) -> torch.Tensor:
-    """A 1x1 masked conv's weight as a ``[C_in, C_out]`` matrix for one position."""
-    return (conv.weight * conv.mask)[:, :, 0, 0].t().contiguous()
-
-
-def cached_conv_weight(conv) -> torch.Tensor:
-    """Masked weight as a ``[C_in * rows * k, C_out]`` matrix for a patch of the ring buffer (rows i-p..i,
-    cols j-p..j+p, flattened C_in-major); rows below the centre are all masked out, so they are dropped."""
-    _, _, rows = cache_geometry(conv)
-    wm = (conv.weight * conv.mask)[:, :, :rows, :]
-    return wm.reshape(conv.out_channels, -1).t().contiguous()
-
-
 class CachedSampler:
-    """Incremental sampler: each spatial layer keeps a ring buffer of its last k//2+1 input rows.
-
-    Sub-pixel (i, j, c) computes every layer only at position (i, j). Hidden activations at (i, j) depend on
-    image channels < C-1 only (the first layer is mask A), so they are final by the last colour step; only the
-    image itself changes after that, and it is its own cache.
-    """
+    """Incremental sampler: runs the one cached step (``pixelcnn.step.CachedStep``) for every sub-pixel, each
+    spatial layer keeping a ring buffer of its last k//2+1 input rows, and writes each drawn (or known) value into
+    the first layer's buffer, where later sub-pixels read it."""
 
     def __init__(self, model: PixelCNN, labels: Optional[torch.Tensor], n: int):
-        self.model, self.n = model, n
-        p = next(model.parameters())
-        self.dtype, self.device = p.dtype, p.device
-        self.w = model.image_size[1]
-        first = model.conv_first
-        self.first = self._spatial(first)
-        self.cond_first = model.embed(labels).to(self.dtype) if model.embed is not None else None
-        self.blocks = []
-        for b in model.blocks:
-            cond = b.embed(labels).to(self.dtype) if b.embed is not None else None
-            self.blocks.append((self._dense(b.conv_in), self._spatial(b.conv_mid), cond, self._dense(b.conv_out)))
-        self.head_hidden = self._dense(model.head_hidden)
-        self.head_out = self._dense(model.head_out)
+        self.step = CachedStep(model)
+        self.labels, self.n = labels, n
+        self.caches = self.step.initial_caches(n)
 
-    def _dense(self, conv):
-        return dense_weight(conv), conv.bias
+    def logits(self, i: int, j: int, c: int) -> torch.Tensor:
+        """Logits ``[N, 256]`` of sub-pixel (i, j, c); every sub-pixel before it must have been ``reveal``-ed."""
+        logits, self.caches = self.step(i, j, c, self.labels, self.caches)
+        return logits
 
-    def _spatial(self, conv):
-        k, p, rows = cache_geometry(conv)
-        buf = torch.zeros(self.n, conv.in_channels, rows, self.w + 2 * p, dtype=self.dtype, device=self.device)
-        return {"w": cached_conv_weight(conv), "b": conv.bias, "k": k, "p": p, "rows": rows, "buf": buf}
+    def reveal(self, value: torch.Tensor, i: int, j: int, c: int) -> None:
+        """Record the value (uint8-valued ``[N]``) of sub-pixel (i, j, c) for the sub-pixels after it."""
+        self.caches[0] = self.step.write(self.caches[0], value, i, j, c)
 
-    @staticmethod
-    def _store(layer, x: torch.Tensor, i: int, j: int) -> None:
-        layer["buf"][:, :, i % layer["rows"], j + layer["p"]] = x
-
-    @staticmethod
-    def _conv_at(layer, i: int, j: int) -> torch.Tensor:
-        rows, k = layer["rows"], layer["k"]
-        slots = [(i - rows + 1 + r) % rows for r in range(rows)]
-        patch = layer["buf"][:, :, slots, j:j + k]  # [N, Cin, rows, k], rows i-p..i, cols j-p..j+p
-        return torch.addmm(layer["b"], patch.reshape(patch.shape[0], -1), layer["w"])
-
-    def reveal(self, image_norm_pixel: torch.Tensor, i: int, j: int) -> None:
-        """Record the (partly) drawn pixel ``[N, C]`` (normalised) at (i, j) in the first layer's ring buffer."""
-        self._store(self.first, image_norm_pixel, i, j)
-
-    def step(self, image_norm_pixel: torch.Tensor, i: int, j: int, c: int) -> torch.Tensor:
-        """Logits ``[N, 256]`` for sub-pixel (i, j, c); ``image_norm_pixel`` is the normalised pixel ``[N, C]``."""
-        if j == 0 and c == 0:  # a new row reuses the slot of the row k//2+1 above: clear it
-            for layer in [self.first] + [blk[1] for blk in self.blocks]:
-                layer["buf"][:, :, i % layer["rows"]] = 0
-        self._store(self.first, image_norm_pixel, i, j)
-        x = self._conv_at(self.first, i, j)
-        if self.cond_first is not None:
-            x = x + self.cond_first
-        for (w_in, b_in), mid, cond, (w_out, b_out) in self.blocks:
-            y = torch.relu(torch.addmm(b_in, torch.relu(x), w_in))
-            self._store(mid, y, i, j)
-            y = self._conv_at(mid, i, j)
-            if cond is not None:
-                y = y + cond
-            x = torch.addmm(b_out, torch.relu(y), w_out) + x
-        w_h, b_h = self.head_hidden
-        y = torch.relu(torch.addmm(b_h, torch.relu(x), w_h))
-        w_o, b_o = self.head_out
-        colors = self.model.channels
-        return torch.addmm(b_o[c::colors], y, w_o[:, c::colors])
-
-    def run(self, u: torch.Tensor, temperature: float, progress: bool = False) -> torch.Tensor:
+    def run(self, u: torch.Tensor, temperature: float, known: Optional[torch.Tensor] = None,
+            known_mask: Optional[torch.Tensor] = None, progress: bool = False) -> torch.Tensor:
         n, c, h, w = u.shape
         image = torch.zeros(n, c, h, w, dtype=torch.uint8, device=u.device)
         for i, j, k in _positions(c, h, w, progress, "sample cached"):
-            pixel = to_unit(image[:, :, i, j], self.dtype)
-            logits = self.step(pixel, i, j, k)
-            image[:, k, i, j] = draw_values(logits, u[:, k, i, j], temperature).to(torch.uint8)
-            if k == c - 1:  # later pixels read this one's final value from the first layer's buffer
-                self.reveal(to_unit(image[:, :, i, j], self.dtype), i, j)
+            kv, km = (known[:, k, i, j], known_mask[:, k, i, j]) if known is not None else (None, None)
+            image[:, k, i, j], self.caches = self.step.sample_subpixel(
+                i, j, k, self.labels, self.caches, u[:, k, i, j], temperature, draw_values, kv, km)
         return image
 
 
@@ -220,8 +177,8 @@ def extension_arguments(model: PixelCNN, labels: Optional[torch.Tensor]):
     return weights, biases, conds
 
 
-def _sample_ext(model, labels, u, temperature):
+def _sample_ext(model, labels, u, temperature, known=None, known_mask=None):
     weights, biases, conds = extension_arguments(model, labels)
     return torch.ops.pixelcnn.cached_sample(u.contiguous(), weights, biases, conds, model.channels,
-                                            float(temperature))
+                                            float(temperature), known, known_mask)
 

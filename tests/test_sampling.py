@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from pixelcnn.extension import cuda_kernels_built, extension_error, load_extension
 from pixelcnn.draw import draw_values
+from pixelcnn.extension import cuda_kernels_built, extension_error, load_extension
 from pixelcnn.sampling import CachedSampler, sample
 from tests.helpers import random_model
 
@@ -21,16 +21,13 @@ def teacher_forced_max_error(model, images, labels):
     n, c, h, w = images.shape
     full = model(images, labels)
     cs = CachedSampler(model, labels, n)
-    dtype = next(model.parameters()).dtype
     worst = 0.0
     for i in range(h):
         for j in range(w):
             for k in range(c):
-                seen = images[:, :, i, j].clone()
-                seen[:, k:] = 0  # not generated yet
-                logits = cs.step(seen.to(dtype) / 127.5 - 1.0, i, j, k)
+                logits = cs.logits(i, j, k)
                 worst = max(worst, float((logits - full[:, :, k, i, j]).abs().max()))
-            cs.reveal(images[:, :, i, j].to(dtype) / 127.5 - 1.0, i, j)
+                cs.reveal(images[:, k, i, j], i, j, k)
     return worst
 
 
@@ -98,9 +95,9 @@ def test_same_generator_seed_same_image_and_temperature_checked():
 def test_cache_memory_is_rows_times_width_not_height_times_width():
     model = random_model(channels=1, num_classes=0, hidden=8, blocks=3, kernel_size=7, size=(40, 30))
     cs = CachedSampler(model, None, 2)
-    for layer in [cs.first] + [b[1] for b in cs.blocks]:
-        n, cin, rows, width = layer["buf"].shape
-        assert rows == layer["k"] // 2 + 1 and width == 30 + 2 * (layer["k"] // 2)
+    for layer, cache in zip(cs.step.spatial(), cs.caches, strict=True):
+        rows, width, cin, n = cache.shape
+        assert rows == layer.k // 2 + 1 and width == 30 + 2 * (layer.k // 2)
 
 
 @needs_ext

@@ -11,7 +11,7 @@ import torch
 from export.__main__ import main as export_main
 from export.__main__ import run as export_run
 from export.onnx import ExportError, export_onnx, export_step_onnx
-from export.ort_sampler import OrtStepSampler
+from export.step import OrtStepSampler
 from export.ort_sampler import main as ort_sampler_main
 from export.parity import LOGIT_TOL, compare_step
 from pixelcnn.sampling import draw_uniforms, sample
