@@ -131,7 +131,8 @@ def test_page_draws_the_same_images_as_python(tmp_path, sampler):
 
     want = sample(model, labels, uniforms=u1, method="cached", n=n)
     np.testing.assert_array_equal(page_images(got["sample"]), want.numpy())
-    want_cold = sample(model, labels, 0.7, uniforms=u2, method="cached", n=n)
+    # the page feeds the temperature as float32 (the sampler model's input), so Python samples at that value
+    want_cold = sample(model, labels, float(np.float32(0.7)), uniforms=u2, method="cached", n=n)
     np.testing.assert_array_equal(page_images(got["cold"]), want_cold.numpy())
     completed = page_images(got["complete"])
     want_completed = sample(model, labels, uniforms=u1, method="cached", n=n, known=known, known_mask=mask)

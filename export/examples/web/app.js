@@ -97,6 +97,11 @@ async function loadModel(url) {
     (self.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1);
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', import.meta.url).href;
+  const graph = meta['pixelcnn.graph'];
+  if (graph && graph !== 'sampler') {
+    throw new Error(`${url} is a PixelCNN ${graph} model, not a sampler model: export one with ` +
+      '`python -m export onnx --checkpoint CK --sampler`');
+  }
   const session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'] });
   const inputs = session.inputNames;
   for (const name of ['uniforms', 'temperature', 'known', 'known_mask']) {
