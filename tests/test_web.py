@@ -92,6 +92,7 @@ def canvas(result: dict, name: str) -> np.ndarray:
 @pytest.fixture(scope="module", params=[(1, 3, (8, 8)), (3, 0, (5, 6))], ids=["grey-conditional", "rgb-uncond"])
 def sampler(request, tmp_path_factory):
     """(model, sampler ONNX path): a tiny random model and its one-call sampler export."""
+    browser_command()  # skip (or fail under CI) before the export when there is no browser
     channels, num_classes, size = request.param
     folder = tmp_path_factory.mktemp("web")
     checkpoint, model = write_checkpoint(folder, channels=channels, size=size, num_classes=num_classes, hidden=8,
