@@ -8,11 +8,16 @@ STAMP := $(VENV)/.installed-stamp
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 NODE_DIR := export/examples/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
+WEB_DIR := export/examples/web
+WEB_STAMP := $(WEB_DIR)/node_modules/.installed-stamp
+RUN_DIR := runs/pixelcnn
+WEB_MODEL := $(RUN_DIR)/best.sampler.onnx
+WEB_PORT ?= 8000
 SOURCES := setup.py requirements.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cpp csrc/cuda/*.cu csrc/cuda/*.h)
 
-.PHONY: install train test bench clean lint format figures
+.PHONY: install train test bench clean lint format figures chromium web-demo web-screenshot
 
-install: $(STAMP) $(NODE_STAMP)
+install: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) chromium
 
 $(STAMP): $(SOURCES)
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -30,10 +35,42 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	  touch node_modules/.installed-stamp; \
 	else echo "npm not found: the Node.js example's test will be skipped (apt-get install nodejs npm)"; fi
 
+# The web demo's onnxruntime-web (its wasm files ship in the npm package) and puppeteer-core (no browser download).
+$(WEB_STAMP): $(WEB_DIR)/package.json $(WEB_DIR)/package-lock.json
+	if command -v npm >/dev/null; then \
+	  cd $(WEB_DIR) && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error && \
+	  touch node_modules/.installed-stamp; \
+	else echo "npm not found: the web demo's browser test will be skipped (apt-get install nodejs npm)"; fi
+
+# The browser test drives the distribution's Chromium (CHROMIUM=/path overrides); installed here when root can.
+chromium:
+	@if [ -n "$$CHROMIUM" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+	   || command -v google-chrome >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Chromium for the web demo's browser test (apt-get install chromium)"; \
+	  apt-get install -y -qq chromium >/dev/null \
+	    || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
+	else echo "Chromium not found: the web demo's browser test will be skipped; install it with" \
+	  "'sudo apt-get install chromium' (Debian/Ubuntu) or set CHROMIUM=/path/to/chrome"; fi
+
+# The demo page with the default training run's model (trained first when there is none), served from the checkout.
+web-demo: $(WEB_MODEL) $(WEB_STAMP)
+	node $(WEB_DIR)/serve.js --model $(WEB_MODEL) --port $(WEB_PORT)
+
+# The README's screenshot: the page as a person uses it (sample, take the first sample, complete it).
+web-screenshot: $(WEB_MODEL) $(WEB_STAMP) chromium
+	node $(WEB_DIR)/drive.mjs --model $(WEB_MODEL) --screenshot docs/images/web-demo.png
+
+$(WEB_MODEL): $(RUN_DIR)/best.pt
+	$(PYTHON) -m export onnx --checkpoint $< --sampler --out $@
+
+$(RUN_DIR)/best.pt: | $(STAMP)
+	$(PYTHON) -m pixelcnn.train --compile
+
 train: $(STAMP)
 	$(PYTHON) -m pixelcnn.train --compile
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) chromium
 	$(PYTHON) -m pytest -q -ra
 
 bench: $(STAMP) $(NODE_STAMP)
