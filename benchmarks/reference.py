@@ -11,9 +11,11 @@ check <= 1e-4). The one convention taken from the project is the colour grouping
 layer belongs to colour ``k % C`` (the paper splits channels into contiguous thirds; the weights fix the choice).
 It imports nothing from ``pixelcnn``.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +29,8 @@ def textbook_mask(out_channels: int, in_channels: int, k: int, mask_type: str, c
     ``gi`` feeds output colour ``go`` iff ``gi < go`` (A) or ``gi <= go`` (B)."""
     mask = torch.ones(out_channels, in_channels, k, k)
     c = k // 2
-    mask[:, :, c, c + 1:] = 0
-    mask[:, :, c + 1:, :] = 0
+    mask[:, :, c, c + 1 :] = 0
+    mask[:, :, c + 1 :, :] = 0
     for o in range(out_channels):
         for i in range(in_channels):
             go, gi = o % colors, i % colors
@@ -71,26 +73,33 @@ class ResidualBlock(nn.Module):
 class TextbookPixelCNN(nn.Module):
     """Class-conditional PixelCNN: 7x7 mask A, residual blocks (1x1, kxk mask B, 1x1), two 1x1 output layers."""
 
-    def __init__(self, channels: int, hidden: int, blocks: int, kernel_size: int, block_kernel_size: int,
-                 num_classes: int):
+    def __init__(
+        self, channels: int, hidden: int, blocks: int, kernel_size: int, block_kernel_size: int, num_classes: int
+    ):
         super().__init__()
         self.channels = channels
         self.conv_first = MaskedConv2d(channels, 2 * hidden, kernel_size, "A", channels)
         self.embed = nn.Embedding(num_classes, 2 * hidden) if num_classes else None
-        self.blocks = nn.ModuleList(ResidualBlock(hidden, block_kernel_size, channels, num_classes)
-                                    for _ in range(blocks))
+        self.blocks = nn.ModuleList(
+            ResidualBlock(hidden, block_kernel_size, channels, num_classes) for _ in range(blocks)
+        )
         self.head_hidden = MaskedConv2d(2 * hidden, 2 * hidden, 1, "B", channels)
         self.head_out = MaskedConv2d(2 * hidden, LEVELS * channels, 1, "B", channels)
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> "TextbookPixelCNN":
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> TextbookPixelCNN:
         """The textbook network with the shapes and weights of a PixelCNN state dict."""
         first = state_dict["conv_first.weight"]
         blocks = len({k.split(".")[1] for k in state_dict if k.startswith("blocks.")})
         embed = state_dict.get("embed.weight")
-        model = cls(channels=first.shape[1], hidden=first.shape[0] // 2, blocks=blocks, kernel_size=first.shape[-1],
-                    block_kernel_size=state_dict["blocks.0.conv_mid.weight"].shape[-1] if blocks else 3,
-                    num_classes=embed.shape[0] if embed is not None else 0)
+        model = cls(
+            channels=first.shape[1],
+            hidden=first.shape[0] // 2,
+            blocks=blocks,
+            kernel_size=first.shape[-1],
+            block_kernel_size=state_dict["blocks.0.conv_mid.weight"].shape[-1] if blocks else 3,
+            num_classes=embed.shape[0] if embed is not None else 0,
+        )
         # masks are the textbook module's own buffers, not read from the state dict
         missing, unexpected = model.load_state_dict(dict(state_dict), strict=False)
         missing = [k for k in missing if not k.endswith(".mask")]
@@ -120,8 +129,9 @@ def textbook_loss(logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def textbook_sample_naive(model: TextbookPixelCNN, labels: Optional[torch.Tensor], uniforms: torch.Tensor,
-                          draw) -> torch.Tensor:
+def textbook_sample_naive(
+    model: TextbookPixelCNN, labels: Optional[torch.Tensor], uniforms: torch.Tensor, draw
+) -> torch.Tensor:
     """Naive sampling on the textbook model: one full forward per sub-pixel in raster order, then colour. ``draw(
     logits [N, 256], u [N]) -> values [N]`` is the sampling rule (the benchmarks pass the project's draw rule so
     that every sampler's image can be compared)."""

@@ -27,6 +27,8 @@ def main(argv=None) -> int:
                    help="naive (full forward per sub-pixel), cached (Python), cached_ext (C++/CUDA); auto = fastest")
     p.add_argument("--seed", type=int, default=0, help="generator seed (same seed, same images for every method)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--compile", action="store_true",
+                   help="with --method naive: run the network compiled with frozen weights (pixelcnn.inference)")
     args = p.parse_args(argv)
     try:
         if args.n_per_class < 1:
@@ -35,6 +37,12 @@ def main(argv=None) -> int:
             raise ValueError(f"--temperature must be > 0, got {args.temperature}")
         model, _, meta = load_model(args.checkpoint, map_location=args.device)
         method = resolve_method(args.method)
+        if args.compile:
+            if method != "naive":
+                raise ValueError(f"--compile applies to --method naive (the full network per sub-pixel); "
+                                 f"{method} does not run the full network")
+            from pixelcnn.inference import compile_for_inference
+            model = compile_for_inference(model)
         classes = args.classes if args.classes else list(range(meta["num_classes"]))
         if any(not 0 <= c < meta["num_classes"] for c in classes):
             raise ValueError(f"--classes must lie in 0..{meta['num_classes'] - 1}, got {classes}")

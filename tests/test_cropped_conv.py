@@ -1,5 +1,6 @@
 """The default conv path (the cropped (k//2+1) x k kernel, top-only padding) against F.conv2d on the full W*M, and
 the model on it (channels-last on CPU) against the model on the full reference conv."""
+
 import pytest
 import torch
 
@@ -20,8 +21,17 @@ def inputs(cin, cout, k, mask_type, colors, dtype, layout, seed=0):
 
 
 # cin on both sides of PAD_COPY_MAX_CHANNELS: the padded-copy and the symmetric-padding-then-slice forms
-@pytest.mark.parametrize("k,mask_type,colors,cin", [(7, "A", 1, 1), (7, "A", 3, 3), (5, "B", 3, 9), (3, "B", 1, 8),
-                                                     (3, "B", 1, PAD_COPY_MAX_CHANNELS + 1), (1, "B", 3, 6)])
+@pytest.mark.parametrize(
+    "k,mask_type,colors,cin",
+    [
+        (7, "A", 1, 1),
+        (7, "A", 3, 3),
+        (5, "B", 3, 9),
+        (3, "B", 1, 8),
+        (3, "B", 1, PAD_COPY_MAX_CHANNELS + 1),
+        (1, "B", 3, 6),
+    ],
+)
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_cropped_conv_matches_full_reference(k, mask_type, colors, cin, layout):
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
@@ -41,7 +51,7 @@ def test_cropped_conv_gradients_match_full_reference():
         leaves = [t.clone().requires_grad_() for t in (x, w, bias, cond, res)]
         fn(leaves[0], leaves[1], mask, leaves[2], leaves[3], leaves[4], True).square().sum().backward()
         grads.append([t.grad for t in leaves])
-    for want, got in zip(*grads):
+    for want, got in zip(*grads, strict=True):
         assert float((got - want).abs().max()) <= 1e-10
     assert torch.all(grads[1][1][:, :, 3:] == 0)  # the rows the crop drops get exactly zero gradient
 
@@ -49,8 +59,9 @@ def test_cropped_conv_gradients_match_full_reference():
 @pytest.mark.parametrize("channels", [1, 3])
 def test_model_on_cropped_path_matches_model_on_full_reference(channels, monkeypatch):
     # float32: oneDNN (which keeps channels-last) does not take float64
-    model = random_model(channels=channels, num_classes=3, hidden=8, blocks=2, kernel_size=7, size=(6, 5),
-                         dtype=torch.float32)
+    model = random_model(
+        channels=channels, num_classes=3, hidden=8, blocks=2, kernel_size=7, size=(6, 5), dtype=torch.float32
+    )
     image = torch.randint(0, 256, (3, channels, 6, 5), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     labels = torch.tensor([0, 1, 2])
     calls = []
@@ -58,6 +69,7 @@ def test_model_on_cropped_path_matches_model_on_full_reference(channels, monkeyp
     def counted(*args):
         calls.append(args[0].shape[1] == 1 or args[0].is_contiguous(memory_format=torch.channels_last))
         return masked_conv2d_cropped(*args)
+
     monkeypatch.setattr(masked_conv, "masked_conv2d_cropped", counted)
     with torch.no_grad():
         got = model(image, labels)

@@ -1,5 +1,6 @@
 """The benchmarks' textbook PixelCNN (benchmarks/reference.py) computes the model's logits from its state dict, and
 its naive sampler draws the model's images: every "vs reference" speedup compares the same computation."""
+
 import pytest
 import torch
 
@@ -13,8 +14,16 @@ from tests.helpers import random_model
 
 @pytest.mark.parametrize("channels,num_classes,kernel_size", [(1, 10, 7), (1, 0, 5), (3, 4, 7), (3, 0, 3)])
 def test_textbook_logits_match_the_model(channels, num_classes, kernel_size):
-    model = random_model(channels=channels, num_classes=num_classes, hidden=8, blocks=2, kernel_size=kernel_size,
-                         size=(8, 7), dtype=torch.float32, std=0.2)
+    model = random_model(
+        channels=channels,
+        num_classes=num_classes,
+        hidden=8,
+        blocks=2,
+        kernel_size=kernel_size,
+        size=(8, 7),
+        dtype=torch.float32,
+        std=0.2,
+    )
     ref = TextbookPixelCNN.from_state_dict(model.state_dict()).eval()
     g = torch.Generator().manual_seed(1)
     image = torch.randint(0, 256, (3, channels, 8, 7), generator=g, dtype=torch.uint8)
@@ -34,8 +43,9 @@ def test_textbook_masks_are_the_papers():
 
 
 def test_textbook_gradients_match_the_model():
-    model = random_model(channels=3, num_classes=4, hidden=8, blocks=1, kernel_size=5, size=(6, 6),
-                         dtype=torch.float32, std=0.2).train()
+    model = random_model(
+        channels=3, num_classes=4, hidden=8, blocks=1, kernel_size=5, size=(6, 6), dtype=torch.float32, std=0.2
+    ).train()
     ref = TextbookPixelCNN.from_state_dict(model.state_dict()).train()
     image = torch.randint(0, 256, (2, 3, 6, 6), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
     labels = torch.tensor([0, 3])
@@ -47,8 +57,9 @@ def test_textbook_gradients_match_the_model():
 
 
 def test_textbook_naive_sampler_draws_the_models_images():
-    model = random_model(channels=3, num_classes=3, hidden=8, blocks=1, kernel_size=3, size=(4, 3),
-                         dtype=torch.float32, std=0.3)
+    model = random_model(
+        channels=3, num_classes=3, hidden=8, blocks=1, kernel_size=3, size=(4, 3), dtype=torch.float32, std=0.3
+    )
     ref = TextbookPixelCNN.from_state_dict(model.state_dict()).eval()
     labels = torch.tensor([0, 2])
     u = draw_uniforms((2, 3, 4, 3), torch.Generator().manual_seed(0))
