@@ -1,28 +1,34 @@
-"""Group "forward": logits of one batch through every path — pure-PyTorch reference (F.conv2d on masked weights),
-the project's eager default, torch.compile, TorchScript, torch.export and ONNX Runtime (CPU; + Triton on a GPU).
-Each path's logits are checked against the reference before timing."""
+"""Group "forward <shape>": logits of one batch through every path, against the textbook reference
+(benchmarks/reference.py: the paper's PixelCNN written with nn.Conv2d + mask buffers, loading the same weights).
+
+Paths: ``reference`` (textbook, eager), ``eager`` (the project's default: cropped kernels, channels-last on CPU),
+``compile`` (``pixelcnn.inference.compile_for_inference``: frozen weights, max-autotune on CPU), ``compile-default``
+(plain ``torch.compile(model)``, to show what freezing adds), TorchScript, torch.export (.pt2), ONNX Runtime (CPU),
+and Triton on a GPU. Each path's logits are checked against the reference before timing.
+"""
+
 import os
 import tempfile
 
 import pytest
 import torch
 
-from benchmarks.conftest import record
+from benchmarks.conftest import record, skip_unless_gpu_sizes
+from benchmarks.reference import TextbookPixelCNN
 from pixelcnn.config import ModelConfig
 from pixelcnn.model import PixelCNN
 
-SHAPES = {"28x28x1": (1, 28), "32x32x3": (3, 32)}
-PATHS = ["reference", "eager", "compile", "torchscript", "pt2", "onnxruntime", "triton"]
+# shape -> (channels, size, hidden, blocks, batch); "-h256" is the seed's size, run with --gpu-sizes
+SHAPES = {"28x28x1": (1, 28, 64, 5, 64), "32x32x3": (3, 32, 64, 5, 64), "32x32x3-h256": (3, 32, 256, 15, 64)}
+PATHS = ["reference", "eager", "compile", "compile-default", "torchscript", "pt2", "onnxruntime", "triton"]
 TOL = 1e-3
 
 
-def build(shape, timing, seed_size):
-    c, size = SHAPES[shape]
-    h, blocks, n = ((256, 15, 64) if seed_size else (64, 5, 64)) if timing else (8, 1, 2)
-    size = size if timing else 8
+def build(shape, timing):
+    c, size, h, blocks, n = SHAPES[shape] if timing else (SHAPES[shape][0], 8, 8, 1, 2)
     torch.manual_seed(0)
     model = PixelCNN(ModelConfig(channels=c, image_size=(size, size), num_classes=10, hidden=h, blocks=blocks)).eval()
-    with torch.no_grad():
+    with torch.no_grad():  # non-zero head: logits that differ per path would show
         model.head_out.weight.normal_(0, 0.05)
     image = torch.randint(0, 256, (n, c, size, size), dtype=torch.uint8)
     labels = torch.arange(n) % 10
@@ -30,48 +36,59 @@ def build(shape, timing, seed_size):
 
 
 def runner(path, model, image, labels, tmp):
-    from export.wrapper import ExportModule
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if path == "onnxruntime":
         from export.onnx import export_onnx, ort_runner, ort_session
+
         f = export_onnx(model, os.path.join(tmp, "m.onnx"))
         run = ort_runner(ort_session(f))
         return lambda: torch.from_numpy(run(image, labels))
     if path == "torchscript":
         from export.torchscript import export_torchscript, load_torchscript
+
         m = load_torchscript(export_torchscript(model, os.path.join(tmp, "m.ts")))
         return lambda: m(image, labels)
     if path == "pt2":
         from export.pt2 import export_pt2, load_pt2
+
         m = load_pt2(export_pt2(model, os.path.join(tmp, "m.pt2")))
         return lambda: m(image, labels)
-    m = ExportModule(model) if path == "reference" else model
-    if path == "triton":
-        if device != "cuda":
-            pytest.skip("the Triton path is timed on a GPU only (on CPU it runs in the interpreter)")
-        m = model.to(device).set_conv_impl("triton")
-    if path == "compile":
+    if path == "triton" and device != "cuda":
+        pytest.skip("the Triton path is timed on a GPU only (on CPU it runs in the interpreter)")
+    model = model.to(device)
+    if path == "reference":
+        m = TextbookPixelCNN.from_state_dict(model.state_dict()).to(device).eval()
+    elif path == "triton":
+        m = model.set_conv_impl("triton")
+    elif path == "compile":
+        from pixelcnn.inference import compile_for_inference
+
+        m = compile_for_inference(model)
+    elif path == "compile-default":
         m = torch.compile(model)
+    else:
+        m = model
     x, y = image.to(device), labels.to(device)
-    m = m.to(device)
 
     def run():
         out = m(x, y)
         if device == "cuda":
             torch.cuda.synchronize()
         return out
+
     return run
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("path", PATHS)
-def test_forward(benchmark, timing, gpu_sizes, shape, path):
+def test_forward(benchmark, request, timing, shape, path):
+    skip_unless_gpu_sizes(request, shape.endswith("-h256"))
     benchmark.group = f"forward {shape}"
-    model, image, labels = build(shape, timing, seed_size=False)
+    model, image, labels = build(shape, timing)
     with torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
-        want = model(image, labels)
+        want = TextbookPixelCNN.from_state_dict(model.state_dict()).eval()(image, labels)
         run = runner(path, model, image, labels, tmp)
-        got = run()
+        got = run()  # also compiles / warms up the path
         err = float((got.float().cpu() - want).abs().max())
-        assert err <= TOL, f"{path} logits differ from the reference by {err}"
-        record(benchmark, run, items=len(image), unit="images", reference=path == "reference")
+        assert err <= TOL, f"{path} logits differ from the textbook reference by {err}"
+        record(benchmark, run, items=len(image), unit="images", reference=path == "reference", path=path)

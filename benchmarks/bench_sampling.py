@@ -1,53 +1,82 @@
-"""Group "sampling": naive (full forward per sub-pixel) vs cached (Python) vs cached_ext (C++/CUDA) vs the exported
-ONNX step model driven by ONNX Runtime (export/ort_sampler.py); same model, labels and uniforms; each path's image is
-checked against the naive reference before it is timed."""
+"""Groups "sampling batch 1" (latency) and "sampling batch 16" (throughput): whole images from the same model,
+labels and uniforms by
+
+- ``naive-reference``: a full forward of the textbook model (benchmarks/reference.py) per sub-pixel — the reference;
+- ``naive``: the same loop on the project's model (default conv path), ``naive-compile`` on
+  ``pixelcnn.inference.compile_for_inference`` (what ``pixelcnn.sample --method naive --compile`` runs);
+- ``cached`` (Python), ``cached_ext`` (C++/CUDA op) and ``onnx_step`` (the exported step model on ONNX Runtime).
+
+Each path's image is checked against the project's naive sampler before it is timed.
+"""
+
 import pytest
 import torch
 
 from benchmarks.conftest import record
-from pixelcnn.extension import load_extension
+from benchmarks.reference import TextbookPixelCNN, textbook_sample_naive
 from pixelcnn.config import ModelConfig
+from pixelcnn.draw import draw_values
+from pixelcnn.extension import load_extension
 from pixelcnn.model import PixelCNN
 from pixelcnn.sampling import draw_uniforms, sample
 
-_reference: dict = {}
+METHODS = ["naive-reference", "naive", "naive-compile", "cached", "cached_ext", "onnx_step"]
+BATCHES = [1, 16]
+_naive: dict = {}
 
 
-def setup(timing):
-    # the trained size of the issue: 28x28x1, h=64, 5 residual blocks, batch 16
-    c, size, h, blocks, n = (1, 28, 64, 5, 16) if timing else (1, 7, 8, 1, 2)
+def setup(timing, batch):
+    # the trained size of the issue: 28x28x1, h=64, 5 residual blocks
+    c, size, h, blocks = (1, 28, 64, 5) if timing else (1, 7, 8, 1)
     torch.manual_seed(0)
     model = PixelCNN(ModelConfig(channels=c, image_size=(size, size), num_classes=10, hidden=h, blocks=blocks)).eval()
     with torch.no_grad():  # non-uniform output so that the images are not trivial
         model.head_out.weight.normal_(0, 0.05)
-    labels = torch.arange(n) % 10
-    u = draw_uniforms((n, c, size, size), torch.Generator().manual_seed(0))
-    return model, labels, u, n * c * size * size
+    labels = torch.arange(batch) % 10
+    u = draw_uniforms((batch, c, size, size), torch.Generator().manual_seed(0))
+    return model, labels, u
 
 
-def _ort_step_runner(model, labels, u, folder):
-    from export.onnx import export_step_onnx
-    from export.step import OrtStepSampler
-    sampler = OrtStepSampler(export_step_onnx(model, str(folder / "step.onnx")))
-    return lambda: torch.from_numpy(sampler.sample(u.numpy(), labels.numpy(), 1.0))
+def runner(method, model, labels, u, folder):
+    if method == "onnx_step":
+        from export.onnx import export_step_onnx
+        from export.step import OrtStepSampler
+
+        sampler = OrtStepSampler(export_step_onnx(model, str(folder / "step.onnx")))
+        return lambda: torch.from_numpy(sampler.sample(u.numpy(), labels.numpy(), 1.0))
+    if method == "naive-reference":
+        textbook = TextbookPixelCNN.from_state_dict(model.state_dict()).eval()
+        return lambda: textbook_sample_naive(textbook, labels, u, lambda logits, uu: draw_values(logits, uu, 1.0))
+    if method == "naive-compile":
+        from pixelcnn.inference import compile_for_inference
+
+        fast = compile_for_inference(model)
+        return lambda: sample(fast, labels, 1.0, None, "naive", uniforms=u)
+    return lambda: sample(model, labels, 1.0, None, method, uniforms=u)
 
 
-@pytest.mark.parametrize("method", ["naive", "cached", "cached_ext", "onnx_step"])
-def test_sampling(benchmark, timing, method, tmp_path):
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("method", METHODS)
+def test_sampling(benchmark, timing, method, batch, tmp_path):
     if method == "cached_ext" and load_extension() is None:
         pytest.skip("extension pixelcnn._C not built")
-    benchmark.group = "sampling"
-    model, labels, u, subpixels = setup(timing)
+    benchmark.group = f"sampling batch {batch}"
+    model, labels, u = setup(timing, batch)
     key = tuple(u.shape)
-    if key not in _reference:
-        _reference[key] = sample(model, labels, 1.0, None, "naive", uniforms=u)
-    if method == "onnx_step":
-        run = _ort_step_runner(model, labels, u, tmp_path)
-    else:
-        run = lambda: sample(model, labels, 1.0, None, method, uniforms=u)
-    image = run()
-    agree = float((image == _reference[key]).float().mean())
-    assert agree >= 0.99, f"{method} differs from the naive reference on {1 - agree:.1%} of sub-pixels"
-    benchmark.extra_info["images"] = len(labels)
-    record(benchmark, run, items=len(labels), unit="images", reference=method == "naive",
-           rounds=1 if method == "naive" else 3, warmup=0 if method == "naive" else 1)
+    if key not in _naive:
+        _naive[key] = sample(model, labels, 1.0, None, "naive", uniforms=u)
+    run = runner(method, model, labels, u, tmp_path)
+    image = run()  # also compiles / warms up the path
+    agree = float((image == _naive[key]).float().mean())
+    assert agree >= 0.99, f"{method} differs from the naive sampler on {1 - agree:.1%} of sub-pixels"
+    slow = method.startswith("naive")
+    record(
+        benchmark,
+        run,
+        items=batch,
+        unit="images",
+        reference=method == "naive-reference",
+        path=method,
+        rounds=1 if slow else 5,
+        warmup=0 if slow else 1,
+    )

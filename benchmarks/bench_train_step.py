@@ -1,51 +1,67 @@
-"""Group "train_step": one Adam step (forward, NLL, backward, update) — reference eager vs the project's eager vs
-torch.compile (+ Triton eager/compiled on a GPU). Each path's first-step loss and gradients are checked against the
-reference before timing."""
-import copy
+"""Group "train_step <shape>": one Adam step (forward, NLL, backward, update) — the textbook reference
+(benchmarks/reference.py, eager) vs the project's eager default vs its compiled step as ``pixelcnn.train --compile``
+runs it (+ Triton eager/compiled on a GPU). Each path's first-step loss and gradients are checked against the
+reference's before timing."""
 
 import pytest
 import torch
 
-from benchmarks.conftest import record
-from pixelcnn.likelihood import nll_nats
+from benchmarks.conftest import record, skip_unless_gpu_sizes
+from benchmarks.reference import TextbookPixelCNN, textbook_loss
 from pixelcnn.config import ModelConfig
+from pixelcnn.likelihood import nll_nats
 from pixelcnn.model import PixelCNN
 
 PATHS = ["reference", "eager", "compile", "triton", "triton-compile"]
+# shape -> (channels, size, hidden, blocks, batch); "-h256" is the seed's size, run with --gpu-sizes
+SHAPES = {"28x28x1": (1, 28, 64, 5, 32), "32x32x3-h256": (3, 32, 256, 15, 32)}
 
 
+@pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("path", PATHS)
-def test_train_step(benchmark, timing, path):
-    benchmark.group = "train_step 28x28x1"
+def test_train_step(benchmark, request, timing, shape, path):
+    skip_unless_gpu_sizes(request, shape.endswith("-h256"))
+    benchmark.group = f"train_step {shape}"
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if path.startswith("triton") and device != "cuda":
         pytest.skip("the Triton path is timed on a GPU only (on CPU it runs in the interpreter)")
-    h, blocks, n, size = (64, 5, 32, 28) if timing else (8, 1, 2, 8)
+    c, size, h, blocks, n = SHAPES[shape] if timing else (SHAPES[shape][0], 8, 8, 1, 2)
     torch.manual_seed(0)
-    base = PixelCNN(ModelConfig(channels=1, image_size=(size, size), num_classes=10, hidden=h, blocks=blocks)).to(device)
-    image = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, device=device)
+    model = PixelCNN(ModelConfig(channels=c, image_size=(size, size), num_classes=10, hidden=h, blocks=blocks)).to(
+        device
+    )
+    with torch.no_grad():
+        model.head_out.weight.normal_(0, 0.05)
+    image = torch.randint(0, 256, (n, c, size, size), dtype=torch.uint8, device=device)
     labels = torch.arange(n, device=device) % 10
+    reference = TextbookPixelCNN.from_state_dict(model.state_dict()).to(device)
+    ref_loss, ref_grads = first_grads_of(reference, textbook_loss, reference, image, labels)
 
-    ref_loss, ref_grad = first_grads_of(base, base, image, labels)
-    model = copy.deepcopy(base)
-    if path.startswith("triton"):
-        model.set_conv_impl("triton")
-    net = torch.compile(model) if path.endswith("compile") else model
-    loss, grad = first_grads_of(net, model, image, labels)
-    assert abs(loss - ref_loss) < 1e-4 and float((grad - ref_grad).abs().max()) < 1e-3
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    if path == "reference":
+        net, loss_of, params = reference, textbook_loss, reference
+    else:
+        if path.startswith("triton"):
+            model.set_conv_impl("triton")
+        net = torch.compile(model) if path.endswith("compile") else model
+        loss_of, params = nll_nats, model
+    loss, grads = first_grads_of(net, loss_of, params, image, labels)
+    assert abs(loss - ref_loss) < 1e-4, (loss, ref_loss)
+    for name, g in grads.items():
+        assert float((g - ref_grads[name]).abs().max()) < 1e-3, name
+    opt = torch.optim.Adam(params.parameters(), lr=1e-4)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        nll_nats(net(image, labels), image).backward()
+        loss_of(net(image, labels), image).backward()
         opt.step()
         if device == "cuda":
             torch.cuda.synchronize()
-    record(benchmark, step, items=n, unit="images", reference=path == "reference")
+
+    record(benchmark, step, items=n, unit="images", reference=path == "reference", path=path)
 
 
-def first_grads_of(net, model, image, labels):
-    model.zero_grad()
-    loss = nll_nats(net(image, labels), image)
+def first_grads_of(net, loss_of, params, image, labels):
+    params.zero_grad()
+    loss = loss_of(net(image, labels), image)
     loss.backward()
-    return float(loss.detach()), torch.cat([p.grad.flatten() for p in model.parameters()]).clone()
+    return float(loss.detach()), {k: p.grad.clone() for k, p in params.named_parameters()}

@@ -1,5 +1,7 @@
 """Benchmark sizes: the real sizes when timing (`pytest --benchmark-only`), tiny ones when `pytest` / `make test`
-runs each benchmark once as a correctness test; `--gpu-sizes` adds the seed's size (32x32x3, h=256, 15 blocks)."""
+runs each benchmark once as a correctness test; `--gpu-sizes` adds the seed's size (32x32x3, h=256, 15 blocks) to
+the forward and train_step groups. The run's JSON names the CPU (model name, vector flags) and GPU."""
+
 import os
 import threading
 import time
@@ -16,8 +18,12 @@ def pytest_configure(config):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--gpu-sizes", action="store_true", default=False,
-                     help="also benchmark the seed-sized model (32x32x3, h=256, 15 blocks); meant for a GPU")
+    parser.addoption(
+        "--gpu-sizes",
+        action="store_true",
+        default=False,
+        help="also benchmark the seed-sized model (32x32x3, h=256, 15 blocks); meant for a GPU",
+    )
 
 
 @pytest.fixture
@@ -29,6 +35,41 @@ def timing(benchmark):
 @pytest.fixture
 def gpu_sizes(request):
     return request.config.getoption("--gpu-sizes")
+
+
+def skip_unless_gpu_sizes(request, seed_size: bool) -> None:
+    if seed_size and not request.config.getoption("--gpu-sizes"):
+        pytest.skip("the seed's size (32x32x3, h=256, 15 blocks) runs with --gpu-sizes only")
+
+
+def cpu_description() -> dict:
+    """CPU model name (/proc/cpuinfo) and which of the vector extensions that matter here it has."""
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    import platform
+
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+    return {
+        "model": model or platform.processor() or platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "vector_flags": [f for f in wanted if f in flags],
+    }
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["pixelcnn_cpu"] = cpu_description()
+    if torch.cuda.is_available():
+        machine_info["pixelcnn_gpu"] = torch.cuda.get_device_name()
 
 
 def _rss_bytes() -> int:
@@ -52,6 +93,7 @@ def peak_memory_mb(fn) -> float:
         while not done.is_set():
             peak[0] = max(peak[0], _rss_bytes())
             time.sleep(0.002)
+
     t = threading.Thread(target=watch, daemon=True)
     t.start()
     try:
@@ -62,11 +104,19 @@ def peak_memory_mb(fn) -> float:
     return max(0, max(peak[0], _rss_bytes()) - base) / 2**20
 
 
-def record(benchmark, fn, items: int, unit: str, reference: bool = False, rounds: int = 10, warmup: int = 2):
-    """Time ``fn`` with pytest-benchmark and attach throughput / peak-memory figures for the report."""
+def record(
+    benchmark, fn, items: int, unit: str, reference: bool = False, rounds: int = 10, warmup: int = 2, path: str = ""
+):
+    """Time ``fn`` with pytest-benchmark and attach the path's name, throughput and peak memory for the report."""
     if not benchmark.disabled:
         benchmark.extra_info["peak_mem_mb"] = round(peak_memory_mb(fn), 1)
-    benchmark.extra_info.update(items=items, unit=unit, reference=reference,
-                                device="cuda" if torch.cuda.is_available() else "cpu",
-                                torch=torch.__version__)
+    if path:  # else the report takes the test's parameter id
+        benchmark.extra_info["path"] = path
+    benchmark.extra_info.update(
+        items=items,
+        unit=unit,
+        reference=reference,
+        device="cuda" if torch.cuda.is_available() else "cpu",
+        torch=torch.__version__,
+    )
     return benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup, iterations=1)

@@ -5,6 +5,7 @@ It answers why compile speeds the CPU train step up by only ~1.1-1.2x (2-core CI
 elementwise work (ReLU, residual adds, mask products, log-softmax/NLL and their backward), but on CPU it calls the
 same oneDNN kernels for the convolutions, and those take over 80% of the step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,13 +15,12 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from pixelcnn.config import ModelConfig
 from pixelcnn.cpu_allocator import keep_heap
 from pixelcnn.likelihood import nll_nats
-from pixelcnn.config import ModelConfig
 from pixelcnn.model import PixelCNN
 
-CONV_OPS = ("aten::convolution_backward", "aten::mkldnn_convolution", "aten::cudnn_convolution",
-            "aten::_convolution")
+CONV_OPS = ("aten::convolution_backward", "aten::mkldnn_convolution", "aten::cudnn_convolution", "aten::_convolution")
 
 
 def profile_path(base: PixelCNN, image, labels, compiled: bool, steps: int) -> dict:
@@ -32,6 +32,7 @@ def profile_path(base: PixelCNN, image, labels, compiled: bool, steps: int) -> d
         opt.zero_grad(set_to_none=True)
         nll_nats(net(image, labels), image).backward()
         opt.step()
+
     for _ in range(3):
         step()
     start = time.perf_counter()
@@ -45,8 +46,13 @@ def profile_path(base: PixelCNN, image, labels, compiled: bool, steps: int) -> d
     total = sum(e.self_cpu_time_total for e in events)
     conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS)
     table = events.table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=40)
-    return {"ms": ms, "conv_share": conv / total, "conv_ms": conv / steps / 1e3,
-            "other_ms": (total - conv) / steps / 1e3, "table": table}
+    return {
+        "ms": ms,
+        "conv_share": conv / total,
+        "conv_ms": conv / steps / 1e3,
+        "other_ms": (total - conv) / steps / 1e3,
+        "table": table,
+    }
 
 
 def main(argv=None) -> int:
@@ -61,12 +67,16 @@ def main(argv=None) -> int:
     results = {}
     for name, compiled in (("eager", False), ("compile", True)):
         r = results[name] = profile_path(base, image, labels, compiled, args.steps)
-        print(f"== {name}: {r['ms']:.1f} ms/step; profiled per step: convolutions {r['conv_ms']:.0f} ms "
-              f"({r['conv_share']:.0%}), everything else {r['other_ms']:.0f} ms")
+        print(
+            f"== {name}: {r['ms']:.1f} ms/step; profiled per step: convolutions {r['conv_ms']:.0f} ms "
+            f"({r['conv_share']:.0%}), everything else {r['other_ms']:.0f} ms"
+        )
         print(r["table"])
     e, c = results["eager"], results["compile"]
-    print(f"compile speedup {e['ms'] / c['ms']:.2f}x; convolutions eager {e['conv_ms']:.0f} ms vs compile "
-          f"{c['conv_ms']:.0f} ms, everything else eager {e['other_ms']:.0f} ms vs compile {c['other_ms']:.0f} ms")
+    print(
+        f"compile speedup {e['ms'] / c['ms']:.2f}x; convolutions eager {e['conv_ms']:.0f} ms vs compile "
+        f"{c['conv_ms']:.0f} ms, everything else eager {e['other_ms']:.0f} ms vs compile {c['other_ms']:.0f} ms"
+    )
     return 0
 
 

@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("auto",) + METHODS, default="auto",
                    help="naive (full forward per sub-pixel), cached (Python), cached_ext (C++/CUDA); auto = fastest")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--compile", action="store_true",
+                   help="with --method naive: run the network compiled with frozen weights (pixelcnn.inference)")
     p.add_argument("--complete", nargs="+", metavar="IMAGE.png",
                    help="complete these images (the model's size; grey or colour as the model) instead of sampling")
     p.add_argument("--keep-rows", type=int, help="with --complete: the top rows kept from each image")
@@ -85,6 +87,12 @@ def main(argv=None) -> int:
             raise ValueError(f"--temperature must be > 0, got {args.temperature}")
         model, _, meta = load_model(args.checkpoint, map_location=args.device)
         method = resolve_method(args.method)
+        if args.compile:
+            if method != "naive":
+                raise ValueError(f"--compile applies to --method naive (the full network per sub-pixel); "
+                                 f"{method} does not run the full network")
+            from pixelcnn.inference import compile_for_inference
+            model = compile_for_inference(model)
         num_classes, per = meta["num_classes"], args.n_per_class
         if args.classes and any(not 0 <= c < max(num_classes, 1) for c in args.classes):
             raise ValueError(f"--classes must lie in 0..{num_classes - 1}, got {args.classes}")

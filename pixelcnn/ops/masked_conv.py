@@ -2,7 +2,8 @@
 
 ``act(conv(x, W*M) + bias [+ cond] [+ residual])`` with two implementations:
 
-- ``reference``: ``F.conv2d`` on the masked weight — plain PyTorch, the CPU default and the ground truth;
+- ``reference``: plain PyTorch, the CPU default: ``F.conv2d`` on the live rows of the masked weight
+  (``masked_conv2d_cropped``), tested against ``F.conv2d`` on the full W*M (``masked_conv2d_reference``);
 - ``triton``: the registered custom op ``torch.ops.pixelcnn.masked_conv2d`` whose CUDA kernel (see
   ``triton_masked_conv.py``) visits only the live taps and fuses the epilogue. On CPU tensors it runs the
   reference math, unless ``TRITON_INTERPRET=1`` asks for the kernel itself through Triton's interpreter.
@@ -17,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from pixelcnn.ops.reference import masked_conv2d_reference
+from pixelcnn.ops.reference import masked_conv2d_cropped, masked_conv2d_reference
 
 CONV_IMPLS = ("reference", "triton")
 
@@ -88,7 +89,7 @@ def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
                   relu: bool = False, impl: str = "reference") -> torch.Tensor:
     """Masked convolution with fused epilogue through the chosen implementation (see module docstring)."""
     if impl == "reference":
-        return masked_conv2d_reference(x, weight, mask, bias, cond, residual, relu)
+        return masked_conv2d_cropped(x, weight, mask, bias, cond, residual, relu)
     if impl == "triton":
         return _masked_conv2d_op(x, weight, mask, bias, cond, residual, relu)
     raise ValueError(f"unknown conv implementation {impl!r}; expected one of {CONV_IMPLS}")

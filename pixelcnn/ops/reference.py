@@ -1,7 +1,14 @@
-"""The pure-PyTorch masked convolution: ground truth for every fast path, and the CPU default (docs/DESIGN.md §6).
+"""The pure-PyTorch masked convolutions (docs/DESIGN.md §6): the reference ``F.conv2d`` on the full W*M, ground truth
+for every fast path, and beside it the cropped convolution, the default path, which computes the same thing with
+fewer FLOPs.
 
-It sits below everything else in ``pixelcnn.ops``: the Triton kernel (``triton_masked_conv``) checks itself against
-it, and the registered op (``masked_conv``) falls back to it; it imports neither.
+A k x k masked kernel has live taps only in rows 0..k//2 (the rows below the centre are masked out entirely), so
+``masked_conv2d_cropped`` convolves with the (k//2+1) x k slice of W*M and pads the top only: a third fewer FLOPs
+in a 3x3 layer, ~43 % fewer in a 7x7. The weight keeps its k x k shape (checkpoints do not change); the crop is a
+slice taken in every call, so exported graphs carry it.
+
+This module sits below everything else in ``pixelcnn.ops``: the Triton kernel (``triton_masked_conv``) checks
+itself against the reference, and the registered op (``masked_conv``) falls back to it; it imports neither.
 """
 from __future__ import annotations
 
@@ -10,12 +17,38 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+# inputs with at most this many channels (the first layer's image) are padded top-only with F.pad; wider inputs
+# use symmetric padding and drop the p extra output rows at the bottom, which oneDNN ran faster than a padded copy
+# (3x3, 64 channels, 28x28: about 0.7x the time; 7x7 on 1 channel: the other way round)
+PAD_COPY_MAX_CHANNELS = 4
+
 
 def masked_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                             bias: Optional[torch.Tensor] = None, cond: Optional[torch.Tensor] = None,
                             residual: Optional[torch.Tensor] = None, relu: bool = False) -> torch.Tensor:
     """Pure-PyTorch masked convolution with the same epilogue as the fused kernel."""
     y = F.conv2d(x, weight * mask, bias, padding=weight.shape[-1] // 2)
+    if cond is not None:
+        y = y + cond[:, :, None, None]
+    if residual is not None:
+        y = y + residual
+    return torch.relu(y) if relu else y
+
+
+def masked_conv2d_cropped(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
+                          bias: Optional[torch.Tensor] = None, cond: Optional[torch.Tensor] = None,
+                          residual: Optional[torch.Tensor] = None, relu: bool = False) -> torch.Tensor:
+    """``masked_conv2d_reference`` computed with the live rows of the kernel only (see the module docstring)."""
+    k = weight.shape[-1]
+    p = k // 2
+    if k == 1:
+        y = F.conv2d(x, weight * mask, bias)
+    else:
+        wm = weight[:, :, :p + 1] * mask[:, :, :p + 1]
+        if x.shape[1] <= PAD_COPY_MAX_CHANNELS:
+            y = F.conv2d(F.pad(x, (p, p, p, 0)), wm, bias)
+        else:  # output row r of the symmetric padding reads input rows r-p..r: keep the first H rows
+            y = F.conv2d(x, wm, bias, padding=p)[:, :, :x.shape[2]]
     if cond is not None:
         y = y + cond[:, :, None, None]
     if residual is not None:

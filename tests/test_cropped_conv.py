@@ -1,0 +1,79 @@
+"""The default conv path (the cropped (k//2+1) x k kernel, top-only padding) against F.conv2d on the full W*M, and
+the model on it (channels-last on CPU) against the model on the full reference conv."""
+
+import pytest
+import torch
+
+import pixelcnn.ops.masked_conv as masked_conv
+from pixelcnn.masks import conv_mask
+from pixelcnn.ops.reference import PAD_COPY_MAX_CHANNELS, masked_conv2d_cropped, masked_conv2d_reference
+from tests.helpers import random_model
+
+
+def inputs(cin, cout, k, mask_type, colors, dtype, layout, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, cin, 7, 6, generator=g, dtype=dtype).contiguous(memory_format=layout)
+    w = torch.randn(cout, cin, k, k, generator=g, dtype=dtype)
+    mask = conv_mask(cout, cin, k, mask_type, colors).to(dtype)
+    bias, cond = torch.randn(cout, generator=g, dtype=dtype), torch.randn(2, cout, generator=g, dtype=dtype)
+    res = torch.randn(2, cout, 7, 6, generator=g, dtype=dtype)
+    return x, w, mask, bias, cond, res
+
+
+# cin on both sides of PAD_COPY_MAX_CHANNELS: the padded-copy and the symmetric-padding-then-slice forms
+@pytest.mark.parametrize(
+    "k,mask_type,colors,cin",
+    [
+        (7, "A", 1, 1),
+        (7, "A", 3, 3),
+        (5, "B", 3, 9),
+        (3, "B", 1, 8),
+        (3, "B", 1, PAD_COPY_MAX_CHANNELS + 1),
+        (1, "B", 3, 6),
+    ],
+)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cropped_conv_matches_full_reference(k, mask_type, colors, cin, layout):
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        x, w, mask, bias, cond, res = inputs(cin, 6, k, mask_type, colors, dtype, layout)
+        for extra in ({}, {"cond": cond, "relu": True}, {"residual": res}):
+            want = masked_conv2d_reference(x, w, mask, bias, **extra)
+            got = masked_conv2d_cropped(x, w, mask, bias, **extra)
+            assert got.shape == want.shape
+            rel = float((got - want).abs().max() / want.abs().max())
+            assert rel <= tol, (dtype, extra, rel)
+
+
+def test_cropped_conv_gradients_match_full_reference():
+    x, w, mask, bias, cond, res = inputs(5, 6, 5, "B", 3, torch.float64, torch.channels_last)
+    grads = []
+    for fn in (masked_conv2d_reference, masked_conv2d_cropped):
+        leaves = [t.clone().requires_grad_() for t in (x, w, bias, cond, res)]
+        fn(leaves[0], leaves[1], mask, leaves[2], leaves[3], leaves[4], True).square().sum().backward()
+        grads.append([t.grad for t in leaves])
+    for want, got in zip(*grads, strict=True):
+        assert float((got - want).abs().max()) <= 1e-10
+    assert torch.all(grads[1][1][:, :, 3:] == 0)  # the rows the crop drops get exactly zero gradient
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_model_on_cropped_path_matches_model_on_full_reference(channels, monkeypatch):
+    # float32: oneDNN (which keeps channels-last) does not take float64
+    model = random_model(
+        channels=channels, num_classes=3, hidden=8, blocks=2, kernel_size=7, size=(6, 5), dtype=torch.float32
+    )
+    image = torch.randint(0, 256, (3, channels, 6, 5), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2])
+    calls = []
+
+    def counted(*args):
+        calls.append(args[0].shape[1] == 1 or args[0].is_contiguous(memory_format=torch.channels_last))
+        return masked_conv2d_cropped(*args)
+
+    monkeypatch.setattr(masked_conv, "masked_conv2d_cropped", counted)
+    with torch.no_grad():
+        got = model(image, labels)
+        assert len(calls) == len(model.masked_convs()) and all(calls)  # the default path, channels-last on CPU
+        monkeypatch.setattr(masked_conv, "masked_conv2d_cropped", masked_conv2d_reference)
+        want = model(image, labels)
+    assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
