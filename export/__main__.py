@@ -1,7 +1,9 @@
 """``python -m export {onnx,torchscript,pt2} --checkpoint CKPT [--out FILE]`` (console script ``pixelcnn-export``).
 
 Each subcommand writes one file atomically, loads it back and prints its parity against eager PyTorch on real MNIST
-images (28x28 grey models, from ../shared/data or --data) or random images (other shapes).
+images (28x28 grey models, from ../shared/data or --data) or random images (other shapes). ``onnx --step`` and
+``onnx --sampler`` export the step model and the one-call sampler model instead and check the images ONNX Runtime
+draws against ``pixelcnn.sampling.sample(method="cached")`` on the same uniforms (export/README.md).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from export.pt2 import export_pt2, load_pt2
 from export.step import OrtStepSampler
 from export.torchscript import export_torchscript, load_torchscript
 from pixelcnn.checkpoint import CheckpointError, load_model
+from pixelcnn.sample import add_checkpoint_flag
 
 SUFFIX = {"onnx": ".onnx", "torchscript": ".ts.pt", "pt2": ".pt2"}
 
@@ -39,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="format", required=True)
     for name in SUFFIX:
         s = sub.add_parser(name, help=f"export to {name}")
-        s.add_argument("--checkpoint", required=True, help="a .pt file written by pixelcnn.train")
+        add_checkpoint_flag(s)
         s.add_argument("--out", help=f"output file (default: checkpoint path with {SUFFIX[name]})")
         s.add_argument("--data", default=os.environ.get("PIXELCNN_SHARED_DATA", _default_shared()),
                        help="folder with MNIST/raw/t10k-images-idx3-ubyte.gz for the parity check")

@@ -24,6 +24,7 @@ import numpy as np
 
 from export.onnx import ExportError, ort_session
 from pixelcnn.atomic import atomic_path
+from pixelcnn.sample import add_sampling_flags
 
 
 class OrtSampler:
@@ -106,9 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="sampler model written by `python -m export onnx --sampler`")
     p.add_argument("--labels", type=int, nargs="+", help="one class per image (class-conditional models)")
     p.add_argument("--n", type=int, help="number of images (unconditional models)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the uniforms (numpy; ignored with --uniforms)")
+    add_sampling_flags(p, "seed for the uniforms (numpy; ignored with --uniforms)")
     p.add_argument("--uniforms", help=".npy float32 [N, C, H, W] in [0, 1) (overrides --seed)")
-    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature, > 0")
     p.add_argument("--complete", help=".npy uint8 [N, C, H, W]: images whose top --keep-rows rows are kept")
     p.add_argument("--keep-rows", type=int, default=0, help="rows of --complete kept (the rest is sampled)")
     p.add_argument("--providers", nargs="+", default=["CPUExecutionProvider"])

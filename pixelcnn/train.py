@@ -28,6 +28,7 @@ from pixelcnn.checkpoint import (CheckpointError, check_compatible, checkpoint_c
 from pixelcnn.config import Config, ModelConfig
 from pixelcnn.cpu_allocator import keep_heap
 from pixelcnn.data import DataError, ImageData, load_data, make_loader
+from pixelcnn.images import save_grid
 from pixelcnn.likelihood import nll_nats
 from pixelcnn.model import PixelCNN
 from pixelcnn.sampling import resolve_method, sample
@@ -211,17 +212,6 @@ def write_samples(path: str, model, cfg: Config, data: ImageData, device: torch.
     images = sample(model, labels, cfg.temperature, g, method, n=cfg.n_per_class)
     save_grid(path, images, cfg.n_per_class)
     return method
-
-
-def save_grid(path: str, images: torch.Tensor, nrow: int) -> None:
-    """uint8 ``[N, C, H, W]`` -> PNG grid, ``nrow`` images per row, small images enlarged (nearest) to >= 32 px."""
-    from torchvision.utils import make_grid, save_image
-    x = images.float().cpu() / 255.0
-    scale = max(1, 32 // x.shape[-1])
-    if scale > 1:
-        x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest")
-    grid = make_grid(x, nrow=nrow, padding=2, pad_value=0.5)
-    atomic_write(path, lambda tmp: save_image(grid, tmp, format="png"))
 
 
 # --- the run -------------------------------------------------------------------------------------------------

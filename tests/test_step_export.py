@@ -1,5 +1,5 @@
-"""The ONNX step model: ONNX Runtime (Python driver, and Node.js through onnxruntime-node) draws the same images
-as the PyTorch cached sampler for the same uniforms."""
+"""The ONNX step model (Python driver through ONNX Runtime) and the Node.js example (onnxruntime-node, on the
+sampler model) draw the same images as the PyTorch cached sampler for the same uniforms."""
 import os
 import shutil
 import subprocess
@@ -10,10 +10,9 @@ import torch
 
 from export.__main__ import main as export_main
 from export.__main__ import run as export_run
-from export.onnx import ExportError, export_onnx, export_step_onnx
-from export.step import OrtStepSampler
-from export.ort_sampler import main as ort_sampler_main
+from export.onnx import ExportError, export_onnx, export_sampler_onnx, export_step_onnx
 from export.parity import LOGIT_TOL, compare_step
+from export.step import OrtStepSampler
 from pixelcnn.sampling import draw_uniforms, sample
 from tests.helpers import random_model, write_checkpoint
 
@@ -59,31 +58,22 @@ def test_export_cli_step_prints_parity_and_writes_one_file(tmp_path, capsys):
     assert r["path"].endswith("model.step.onnx") and r["ok"]
 
 
-def test_ort_sampler_cli_and_errors(tmp_path, capsys):
+def test_step_driver_equals_cached_and_rejects_bad_input(tmp_path):
     model = random_model(channels=1, num_classes=3, hidden=8, blocks=1, kernel_size=3, size=(5, 5),
                          dtype=torch.float32)
     step = export_step_onnx(model, str(tmp_path / "step.onnx"))
     u = draw_uniforms((2, 1, 5, 5), torch.Generator().manual_seed(4))
-    np.save(tmp_path / "u.npy", u.numpy())
-    out = tmp_path / "img.npy"
-    assert ort_sampler_main([step, "--labels", "0", "2", "--uniforms", str(tmp_path / "u.npy"), "--out",
-                             str(out)]) == 0
-    assert "images/s" in capsys.readouterr().out
+    sampler = OrtStepSampler(step)
     want = sample(model, torch.tensor([0, 2]), uniforms=u, method="cached")
-    np.testing.assert_array_equal(np.load(out), want.numpy())
-    assert ort_sampler_main([step, "--labels", "0", "--out", str(tmp_path / "grid.png")]) == 0
+    np.testing.assert_array_equal(sampler.sample(u.numpy(), np.array([0, 2])), want.numpy())
 
     full = export_onnx(model, str(tmp_path / "full.onnx"))
     with pytest.raises(ExportError, match="not a pixelcnn step model"):
         OrtStepSampler(full)
-    sampler = OrtStepSampler(step)
     with pytest.raises(ValueError, match=r"uniforms must be float32 \[N, 1, 5, 5\]"):
         sampler.sample(np.zeros((2, 1, 5, 4), np.float32), np.array([0, 1]))
     with pytest.raises(ValueError, match="labels must lie in 0..2"):
         sampler.sample(np.zeros((1, 1, 5, 5), np.float32), np.array([3]))
-    assert ort_sampler_main([step, "--labels", "1", "--out", str(tmp_path / "x.jpg")]) == 2
-    assert "must end in .npy or .png" in capsys.readouterr().err
-    assert not (tmp_path / "x.jpg").exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
 
 
 def read_pnm(path: str, n: int) -> np.ndarray:
@@ -108,41 +98,61 @@ def node_command():
 
 
 @pytest.mark.parametrize("channels,num_classes,size,temperature",
-                         [(1, 10, (28, 28), 1.0), (3, 4, (6, 5), 0.8), (3, 0, (5, 4), 1.0)])
+                         [(1, 10, (28, 28), 1.0), (3, 4, (6, 5), 0.75), (3, 0, (5, 4), 1.0)])
 def test_node_onnxruntime_draws_the_same_images_as_python(tmp_path, channels, num_classes, size, temperature):
+    """The Node.js example runs the sampler model (one run) and equals Python's cached sampler pixel for pixel, for
+    sampling and for completion."""
     node = node_command()
     path, model = write_checkpoint(tmp_path, channels=channels, size=size, num_classes=num_classes, hidden=8,
                                    blocks=2, kernel_size=5)
-    step = str(tmp_path / "model.step.onnx")
-    assert export_main(["onnx", "--checkpoint", path, "--step", "--out", step]) == 0
+    sampler = str(tmp_path / "model.sampler.onnx")
+    assert export_main(["onnx", "--checkpoint", path, "--sampler", "--precision", "float64", "--out", sampler]) == 0
     n = 3
     u = draw_uniforms((n, channels, *size), torch.Generator().manual_seed(11))
     np.save(tmp_path / "u.npy", u.numpy())
-    labels = torch.tensor([1, 3, 0])
-    out = tmp_path / "node.pnm"
-    cmd = node + ["--model", step, "--uniforms", str(tmp_path / "u.npy"), "--temperature", str(temperature),
-                  "--out", str(out)]
-    if num_classes:
-        cmd += ["--labels", ",".join(map(str, labels.tolist()))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "images/s" in proc.stdout
-    want = sample(model, labels if num_classes else None, temperature, uniforms=u, method="cached", n=n)
-    np.testing.assert_array_equal(read_pnm(str(out), n), want.numpy())
+    labels = torch.tensor([1, 3, 0]) if num_classes else None
+    reference = model.double()
+    want = sample(reference, labels, temperature, uniforms=u, method="cached", n=n)
+    np.save(tmp_path / "given.npy", want.numpy())
+    u2 = draw_uniforms((n, channels, *size), torch.Generator().manual_seed(12))
+    np.save(tmp_path / "u2.npy", u2.numpy())
+    mask = torch.zeros(want.shape, dtype=torch.bool)
+    mask[:, :, :2] = True
+    want_completed = sample(reference, labels, temperature, uniforms=u2, method="cached", n=n, known=want,
+                            known_mask=mask)
+    for uniforms, extra, expected in (("u.npy", [], want),
+                                      ("u2.npy", ["--complete", str(tmp_path / "given.npy"), "--keep-rows", "2"],
+                                       want_completed)):
+        out = tmp_path / "node.pnm"
+        cmd = node + ["--model", sampler, "--uniforms", str(tmp_path / uniforms), "--temperature", str(temperature),
+                      "--out", str(out)] + extra
+        if num_classes:
+            cmd += ["--labels", ",".join(map(str, labels.tolist()))]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert "images/s" in proc.stdout
+        np.testing.assert_array_equal(read_pnm(str(out), n), expected.numpy())
 
 
 def test_node_example_rejects_bad_input(tmp_path):
     node = node_command()
     model = random_model(channels=1, num_classes=3, hidden=8, blocks=1, kernel_size=3, size=(5, 5),
                          dtype=torch.float32)
-    step = export_step_onnx(model, str(tmp_path / "step.onnx"))
+    sampler = export_sampler_onnx(model, str(tmp_path / "sampler.onnx"))
     np.save(tmp_path / "u.npy", np.zeros((2, 1, 5, 4), np.float32))
+    np.save(tmp_path / "u_ok.npy", np.zeros((2, 1, 5, 5), np.float32))
     out = tmp_path / "o.pgm"
-    proc = subprocess.run(node + ["--model", step, "--uniforms", str(tmp_path / "u.npy"), "--labels", "0,1",
-                                  "--out", str(out)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "uniforms must be float32 [N, 1, H, 5]" in proc.stderr
+    run = lambda *args: subprocess.run(node + ["--out", str(out)] + list(args), capture_output=True, text=True,
+                                       timeout=120)
+    proc = run("--model", sampler, "--uniforms", str(tmp_path / "u.npy"), "--labels", "0,1")
+    assert proc.returncode == 2 and "uniforms must be float32 [N, 1, 5, 5]" in proc.stderr, proc.stderr
+    proc = run("--model", sampler, "--uniforms", str(tmp_path / "u_ok.npy"), "--labels", "0,3")
+    assert proc.returncode == 2 and "labels must lie in 0..2" in proc.stderr, proc.stderr
+    np.save(tmp_path / "given.npy", np.zeros((2, 1, 4, 5), np.uint8))
+    proc = run("--model", sampler, "--uniforms", str(tmp_path / "u_ok.npy"), "--labels", "0,1", "--complete",
+               str(tmp_path / "given.npy"), "--keep-rows", "2")
+    assert proc.returncode == 2 and "--complete must hold uint8 [2,1,5,5]" in proc.stderr, proc.stderr
     full = export_onnx(model, str(tmp_path / "full.onnx"))
-    proc = subprocess.run(node + ["--model", full, "--labels", "0", "--height", "5", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "not a step model" in proc.stderr
-    assert not out.exists()
+    proc = run("--model", full, "--labels", "0")
+    assert proc.returncode == 2 and "not a pixelcnn sampler model" in proc.stderr, proc.stderr
+    assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]

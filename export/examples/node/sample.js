@@ -1,22 +1,22 @@
 #!/usr/bin/env node
-// Samples images with a PixelCNN step model through onnxruntime-node: no Python, no PyTorch.
+// Samples images with a PixelCNN sampler model through onnxruntime-node, in one run: no Python, no PyTorch.
 //
-//   node sample.js --model best.step.onnx --labels 0,1,2 [--uniforms u.npy | --seed 0] [--height 8]
-//                  [--temperature 1] --out samples.pgm
+//   node sample.js --model best.sampler.onnx --labels 0,1,2 [--uniforms u.npy | --seed 0] [--temperature 1]
+//                  [--complete given.npy --keep-rows R] --out samples.pgm
 //
-// The step model (python -m export onnx --step) predicts one sub-pixel from its ring-buffer caches; this program
-// runs it once per sub-pixel in raster order, colour innermost, and draws each value by inverse CDF: the smallest
-// v whose cumulative softmax(logits / T) exceeds the uniform U[n, c, i, j] (accumulated in float32, as the Python
-// samplers do). Given the same uniforms (a float32 [N, C, H, W] .npy file), it draws the same images as
-// pixelcnn.sampling.sample(method="cached") and export/ort_sampler.py. Output: binary PGM (grey) or PPM (colour),
-// the N images stacked vertically.
+// The sampler model (python -m export onnx --sampler; interface in export/sampler.py) takes
+//   label int64 [N] (class-conditional models only), uniforms float32 [N, C, H, W] in [0, 1),
+//   temperature float32 [], known uint8 [N, C, H, W], known_mask bool [N, C, H, W]
+// and returns image uint8 [N, C, H, W]: the whole sampling loop (an ONNX Loop over the sub-pixels, with the draw
+// rule of docs/DESIGN.md §5) runs inside ONNX Runtime. Given the same uniforms (a float32 [N, C, H, W] .npy file) it
+// draws the same images as pixelcnn.sampling.sample(method="cached"). --complete keeps the top --keep-rows rows of
+// the given uint8 [N, C, H, W] .npy images and samples the rest. The graph cannot raise errors, so this program
+// checks every input first. Output: binary PGM (grey) or PPM (colour), the N images stacked vertically.
 'use strict';
 
 const fs = require('fs');
 const path = require('path');
 const ort = require('onnxruntime-node');
-
-const LEVELS = 256;
 
 function fail(message) {
   process.stderr.write(`error: ${message}\n`);
@@ -24,7 +24,7 @@ function fail(message) {
 }
 
 function parseArgs(argv) {
-  const args = { temperature: 1.0, seed: 0 };
+  const args = { temperature: '1', seed: '0' };
   for (let k = 0; k < argv.length; k += 2) {
     const key = argv[k];
     const value = argv[k + 1];
@@ -35,22 +35,49 @@ function parseArgs(argv) {
   return args;
 }
 
-// .npy reader for float32 little-endian C-order arrays (format versions 1-3).
-function readNpyFloat32(file) {
+// The model's metadata props (ONNX ModelProto.metadata_props: StringStringEntryProto {1: key, 2: value}), read
+// from the file's bytes: onnxruntime-node does not expose them.
+function readMetadata(bytes, keys) {
+  const varint = (at) => {
+    let value = 0;
+    let shift = 0;
+    for (;;) {
+      const b = bytes[at++];
+      value += (b & 0x7f) * 2 ** shift;
+      shift += 7;
+      if (b < 0x80) return [value, at];
+    }
+  };
+  const found = {};
+  for (const key of keys) {
+    const needle = Buffer.concat([Buffer.from([0x0a, key.length]), Buffer.from(key, 'latin1'), Buffer.from([0x12])]);
+    const at = bytes.indexOf(needle);
+    if (at < 0) continue;
+    const [length, start] = varint(at + needle.length);
+    found[key] = bytes.toString('utf8', start, start + length);
+  }
+  return found;
+}
+
+// .npy reader for little-endian C-order arrays (format versions 1-3) of the given dtype ('<f4' or '|u1').
+function readNpy(file, descr) {
+  if (!fs.existsSync(file)) fail(`${file} does not exist`);
   const buf = fs.readFileSync(file);
   if (buf.toString('latin1', 0, 6) !== '\x93NUMPY') fail(`${file} is not a .npy file`);
   const major = buf[6];
   const headerLen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
   const start = major === 1 ? 10 : 12;
   const header = buf.toString('latin1', start, start + headerLen);
-  if (!/'descr':\s*'<f4'/.test(header)) fail(`${file} must hold float32 ('<f4'), header: ${header.trim()}`);
+  const got = (header.match(/'descr':\s*'([^']*)'/) || [])[1];
+  if (got !== descr) return { descr: got, shape: [], data: null };
   if (/'fortran_order':\s*True/.test(header)) fail(`${file} must be C-ordered`);
   const shape = header.match(/'shape':\s*\(([^)]*)\)/)[1].split(',').filter((s) => s.trim()).map(Number);
   const count = shape.reduce((a, b) => a * b, 1);
-  const offset = start + headerLen;
-  const data = new Float32Array(count);
-  for (let k = 0; k < count; k++) data[k] = buf.readFloatLE(offset + 4 * k);
-  return { shape, data };
+  const bytes = buf.subarray(start + headerLen, start + headerLen + count * (descr === '<f4' ? 4 : 1));
+  const data = descr === '<f4' ? new Float32Array(count) : new Uint8Array(count);
+  if (descr === '<f4') for (let k = 0; k < count; k++) data[k] = bytes.readFloatLE(4 * k);
+  else data.set(bytes);
+  return { descr, shape, data };
 }
 
 // Uniforms when no file is given: a small xorshift generator (reproducible, not numpy's stream).
@@ -63,30 +90,7 @@ function drawUniforms(n, c, h, w, seed) {
     s ^= (s << 17n) & 0xffffffffffffffffn;
     data[k] = Number(s >> 40n) / 2 ** 24;
   }
-  return { shape: [n, c, h, w], data };
-}
-
-// Inverse-CDF draw from logits[off .. off+256) in float32 arithmetic (Math.fround after every operation).
-function pick(logits, off, u, temperature) {
-  const t = Math.fround(temperature);
-  let max = -Infinity;
-  const z = new Float32Array(LEVELS);
-  for (let v = 0; v < LEVELS; v++) {
-    z[v] = Math.fround(logits[off + v] / t);
-    if (z[v] > max) max = z[v];
-  }
-  let sum = 0;
-  for (let v = 0; v < LEVELS; v++) {
-    z[v] = Math.fround(Math.exp(Math.fround(z[v] - max)));
-    sum = Math.fround(sum + z[v]);
-  }
-  let cdf = 0;
-  let value = 0;
-  for (let v = 0; v < LEVELS; v++) {
-    cdf = Math.fround(cdf + Math.fround(z[v] / sum));
-    if (cdf <= u) value++;
-  }
-  return Math.min(value, LEVELS - 1);
+  return { descr: '<f4', shape: [n, c, h, w], data };
 }
 
 function writePnm(file, image, n, c, h, w) {
@@ -104,62 +108,68 @@ function writePnm(file, image, n, c, h, w) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
-  if (!fs.existsSync(args.model)) fail(`model ${args.model} does not exist (export one: python -m export onnx --step)`);
-  const session = await ort.InferenceSession.create(args.model, { executionProviders: ['cpu'] });
-  const meta = Object.fromEntries(session.inputMetadata.map((m) => [m.name, m]));
-  if (!meta.position || !meta.cache_0) fail(`${args.model} is not a step model (export it with --step)`);
-  const cacheNames = session.inputNames.filter((name) => name.startsWith('cache_'));
-  const firstShape = meta.cache_0.shape; // [rows, W + 2 (rows - 1), C, batch]
-  const channels = firstShape[2];
-  const width = firstShape[1] - 2 * (firstShape[0] - 1);
-  const conditional = session.inputNames.includes('label');
+  if (!/\.(pgm|ppm|pnm)$/.test(args.out)) fail(`--out must end in .pgm, .ppm or .pnm, got ${args.out}`);
+  if (!fs.existsSync(args.model)) fail(`model ${args.model} does not exist (export one: python -m export onnx --sampler)`);
+  const meta = readMetadata(fs.readFileSync(args.model), ['pixelcnn.graph', 'pixelcnn.channels',
+    'pixelcnn.image_size', 'pixelcnn.num_classes']);
+  if (meta['pixelcnn.graph'] !== 'sampler')
+    fail(`${args.model} is not a pixelcnn sampler model (export it with python -m export onnx --sampler)`);
+  const channels = Number(meta['pixelcnn.channels']);
+  const [height, width] = JSON.parse(meta['pixelcnn.image_size']);
+  const classes = Number(meta['pixelcnn.num_classes']);
 
   const labels = args.labels ? args.labels.split(',').map(Number) : null;
   let uniforms;
   if (args.uniforms) {
-    uniforms = readNpyFloat32(args.uniforms);
+    uniforms = readNpy(args.uniforms, '<f4');
   } else {
     const n = labels ? labels.length : Number(args.n);
-    if (!args.height || !n) fail('without --uniforms pass --height and --labels (or --n for an unconditional model)');
-    uniforms = drawUniforms(n, channels, Number(args.height), width, Number(args.seed));
+    if (!(n >= 1)) fail('without --uniforms pass --labels (or --n for an unconditional model)');
+    uniforms = drawUniforms(n, channels, height, width, Number(args.seed));
   }
   const [n, c, h, w] = uniforms.shape;
-  if (uniforms.shape.length !== 4 || c !== channels || w !== width)
-    fail(`uniforms must be float32 [N, ${channels}, H, ${width}] for this model, got [${uniforms.shape}]`);
-  if (conditional && (!labels || labels.length !== n || labels.some((l) => !Number.isInteger(l) || l < 0)))
-    fail(`--labels must be ${n} comma-separated class indices (one per image)`);
+  if (uniforms.descr !== '<f4' || uniforms.shape.length !== 4 || c !== channels || h !== height || w !== width)
+    fail(`uniforms must be float32 [N, ${channels}, ${height}, ${width}] for this model, got ` +
+         `${uniforms.descr} [${uniforms.shape}]`);
+  if (!uniforms.data.every((u) => u >= 0 && u < 1)) fail('uniforms must lie in [0, 1)');
+  if (classes) {
+    if (!labels || labels.length !== n || labels.some((l) => !Number.isInteger(l)))
+      fail(`--labels must be ${n} comma-separated class indices (one per image)`);
+    if (labels.some((l) => l < 0 || l >= classes)) fail(`labels must lie in 0..${classes - 1}, got ${labels}`);
+  } else if (labels) {
+    fail('this model is unconditional: pass --n (or --uniforms), not --labels');
+  }
   const temperature = Number(args.temperature);
-  if (!(temperature > 0)) fail(`--temperature must be > 0, got ${args.temperature}`);
+  if (!(temperature > 0 && Number.isFinite(temperature))) fail(`--temperature must be > 0, got ${args.temperature}`);
 
-  const feeds = { last: new ort.Tensor('uint8', new Uint8Array(n), [n]) };
-  if (conditional) feeds.label = new ort.Tensor('int64', BigInt64Array.from(labels.map(BigInt)), [n]);
-  for (const name of cacheNames) {
-    const shape = meta[name].shape.map((d) => (typeof d === 'number' ? d : n)); // the batch dim is symbolic
-    feeds[name] = new ort.Tensor('float32', new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
+  const size = n * c * h * w;
+  const known = new Uint8Array(size);
+  const mask = new Uint8Array(size); // bool tensor data: 0 / 1 bytes
+  if (args.complete) {
+    const given = readNpy(args.complete, '|u1');
+    if (given.descr !== '|u1' || given.shape.join() !== uniforms.shape.join())
+      fail(`--complete must hold uint8 [${uniforms.shape}] (the uniforms' shape), got ${given.descr} [${given.shape}]`);
+    const rows = Number(args['keep-rows']);
+    if (!(Number.isInteger(rows) && rows >= 0 && rows <= h)) fail(`--keep-rows must lie in 0..${h}`);
+    known.set(given.data);
+    for (let k = 0; k < size; k++) mask[k] = Math.floor(k / w) % h < rows ? 1 : 0;
   }
-  const image = new Uint8Array(n * c * h * w);
+  const dims = [n, c, h, w];
+  const feeds = {
+    uniforms: new ort.Tensor('float32', uniforms.data, dims),
+    temperature: new ort.Tensor('float32', Float32Array.from([temperature]), []),
+    known: new ort.Tensor('uint8', known, dims),
+    known_mask: new ort.Tensor('bool', mask, dims),
+  };
+  if (classes) feeds.label = new ort.Tensor('int64', BigInt64Array.from(labels.map(BigInt)), [n]);
+
+  const session = await ort.InferenceSession.create(args.model, { executionProviders: ['cpu'] });
   const start = process.hrtime.bigint();
-  for (let i = 0; i < h; i++) {
-    for (let j = 0; j < w; j++) {
-      for (let k = 0; k < c; k++) {
-        feeds.position = new ort.Tensor('int64', BigInt64Array.from([BigInt(i), BigInt(j), BigInt(k)]), [3]);
-        const out = await session.run(feeds);
-        const logits = out.logits.data;
-        const last = new Uint8Array(n);
-        for (let b = 0; b < n; b++) {
-          const at = ((b * c + k) * h + i) * w + j;
-          last[b] = pick(logits, b * LEVELS, uniforms.data[at], temperature);
-          image[at] = last[b];
-        }
-        feeds.last = new ort.Tensor('uint8', last, [n]);
-        for (const name of cacheNames) feeds[name] = out[`${name}_next`];
-      }
-    }
-  }
+  const { image } = await session.run(feeds);
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  writePnm(args.out, image, n, c, h, w);
+  writePnm(args.out, image.data, n, c, h, w);
   console.log(`wrote ${args.out}: ${n} images ${c}x${h}x${w} in ${seconds.toFixed(2)} s ` +
-              `(${(n / seconds).toFixed(2)} images/s, onnxruntime-node ${ort.env.versions.node})`);
+              `(${(n / seconds).toFixed(2)} images/s, one run, onnxruntime-node ${ort.env.versions.node})`);
 }
 
 main().catch((e) => fail(e.message));

@@ -1,0 +1,42 @@
+"""Group "sampling": the ONNX sampler model (export/sampler.py) in ONNX Runtime, one ``run`` per batch, beside the
+C++ cached sampler (``cached_ext``) on the same model, labels and uniforms (batch 1 and 16; 28x28x1, h=64, 5 blocks
+when timing). Each path's image is checked against the Python cached sampler before it is timed."""
+import pytest
+import torch
+
+from benchmarks.bench_sampling import setup as sampling_setup
+from benchmarks.conftest import record
+from pixelcnn.extension import load_extension
+from pixelcnn.sampling import sample
+
+_sessions: dict = {}
+
+
+def _onnx_sampler(model, folder, timing: bool, precision="float32"):
+    from export.onnx import export_sampler_onnx
+    from export.ort_sampler import OrtSampler
+    key = (timing, precision)  # setup() builds the same model for the same ``timing``
+    if key not in _sessions:  # the export is slow (a while_loop trace): once per size and process
+        _sessions[key] = OrtSampler(export_sampler_onnx(model, str(folder / "sampler.onnx"), precision=precision))
+    return _sessions[key]
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize("method", ["onnx_sampler", "cached_ext"])
+def test_sampling_onnx(benchmark, timing, method, batch, tmp_path_factory):
+    if method == "cached_ext" and load_extension() is None:
+        pytest.skip("extension pixelcnn._C not built")
+    benchmark.group = "sampling"
+    model, labels, u, _ = sampling_setup(timing)
+    labels, u = (labels[:batch], u[:batch]) if batch <= len(labels) else (labels, u)
+    if method == "onnx_sampler":
+        sampler = _onnx_sampler(model, tmp_path_factory.mktemp("onnx"), timing)
+        run = lambda: torch.from_numpy(sampler.sample(u.numpy(), labels.numpy(), 1.0))
+    else:
+        run = lambda: sample(model, labels, 1.0, None, "cached_ext", uniforms=u)
+    want = sample(model, labels, 1.0, None, "cached", uniforms=u)
+    agree = float((run() == want).float().mean())
+    # float32 network: a rare draw at a CDF boundary may differ (docs/DESIGN.md §5)
+    assert agree >= 0.99, f"{method} differs from the cached sampler on {1 - agree:.1%} of sub-pixels"
+    benchmark.extra_info["images"] = len(labels)
+    record(benchmark, run, items=len(labels), unit="images", rounds=3, warmup=1)
