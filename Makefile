@@ -13,6 +13,7 @@ WEB_STAMP := $(WEB_DIR)/node_modules/.installed-stamp
 RUN_DIR := runs/pixelcnn
 WEB_MODEL := $(RUN_DIR)/best.sampler.onnx
 WEB_PORT ?= 8000
+WEB_PRECISION ?= float64
 SOURCES := setup.py requirements.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cpp csrc/cuda/*.cu csrc/cuda/*.h)
 
 .PHONY: install train test bench clean lint format figures chromium web-demo web-screenshot
@@ -61,8 +62,9 @@ web-demo: $(WEB_MODEL) $(WEB_STAMP)
 web-screenshot: $(WEB_MODEL) $(WEB_STAMP) chromium
 	node $(WEB_DIR)/drive.mjs --model $(WEB_MODEL) --screenshot docs/images/web-demo.png
 
+# float64 network: onnxruntime-web runs it, and it draws exactly Python's images for the same uniforms
 $(WEB_MODEL): $(RUN_DIR)/best.pt
-	$(PYTHON) -m export onnx --checkpoint $< --sampler --out $@
+	$(PYTHON) -m export onnx --checkpoint $< --sampler --precision $(WEB_PRECISION) --out $@ || { rm -f $@; exit 1; }
 
 $(RUN_DIR)/best.pt: | $(STAMP)
 	$(PYTHON) -m pixelcnn.train --compile

@@ -1,7 +1,9 @@
 """``python -m export {onnx,torchscript,pt2} --checkpoint CKPT [--out FILE]`` (console script ``pixelcnn-export``).
 
 Each subcommand writes one file atomically, loads it back and prints its parity against eager PyTorch on real MNIST
-images (28x28 grey models, from ../shared/data or --data) or random images (other shapes).
+images (28x28 grey models, from ../shared/data or --data) or random images (other shapes). ``onnx --step`` and
+``onnx --sampler`` export the step model and the one-call sampler model instead and check the images ONNX Runtime
+draws against ``pixelcnn.sampling.sample(method="cached")`` on the same uniforms (export/README.md).
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pixelcnn.model import MaskedConv2d
+from pixelcnn.pixels import to_unit
 from tests.helpers import random_model
 
 
@@ -27,7 +28,7 @@ def test_model_logits_ignore_current_and_future_subpixels(channels, k0, with_lab
     model = random_model(channels=channels, num_classes=4 if with_labels else 0, kernel_size=k0, size=(h, w))
     labels = torch.tensor([2]) if with_labels else None
     x = torch.rand(1, channels, h, w, dtype=torch.float64) * 255
-    logits_of = lambda inp: model.logits(inp / 127.5 - 1.0, labels)[0, 17]  # one of the 256 values
+    logits_of = lambda inp: model.logits(to_unit(inp, inp.dtype), labels)[0, 17]  # one of the 256 values
     seeing = later = 0
     for i in range(h):
         for j in range(w):

@@ -2,7 +2,6 @@
 import os
 
 import pytest
-import torch
 
 from export.__main__ import main as export_main
 from export.__main__ import run as export_run

@@ -89,17 +89,20 @@ def canvas(result: dict, name: str) -> np.ndarray:
     return np.asarray(Image.open(result["out"] / f"{name}.png").convert("RGB"))
 
 
-@pytest.fixture(scope="module", params=[(1, 3, (8, 8)), (3, 0, (5, 6))], ids=["grey-conditional", "rgb-uncond"])
+@pytest.fixture(scope="module", params=[(1, 3, (8, 8), "float32"), (3, 0, (5, 6), "float64")],
+                ids=["grey-conditional-float32", "rgb-uncond-float64"])
 def sampler(request, tmp_path_factory):
-    """(model, sampler ONNX path): a tiny random model and its one-call sampler export."""
+    """(model in the export's precision, sampler ONNX path): a tiny random model and its one-call sampler export
+    (float64: what the web demo serves; float32: the default export, which onnxruntime-web runs too)."""
     browser_command()  # skip (or fail under CI) before the export when there is no browser
-    channels, num_classes, size = request.param
+    channels, num_classes, size, precision = request.param
     folder = tmp_path_factory.mktemp("web")
     checkpoint, model = write_checkpoint(folder, channels=channels, size=size, num_classes=num_classes, hidden=8,
                                          blocks=2, kernel_size=5)
     path = str(folder / "sampler.onnx")
-    assert export_main(["onnx", "--checkpoint", checkpoint, "--sampler", "--out", path]) == 0
-    return model.eval(), path
+    assert export_main(["onnx", "--checkpoint", checkpoint, "--sampler", "--precision", precision, "--out",
+                        path]) == 0
+    return model.to(getattr(torch, precision)).eval(), path
 
 
 def test_page_draws_the_same_images_as_python(tmp_path, sampler):

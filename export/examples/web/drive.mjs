@@ -9,6 +9,7 @@
 // JOB.json: {"model": sampler model file, "chromium": executable (default: $CHROMIUM, else chromium,
 //            chromium-browser or google-chrome on PATH), "out": folder, "screenshot": PNG path or null,
 //            "query": URL query (default "sample=0"), "ui": run the buttons (sample, take first sample, complete),
+//            "label": the class to pick first (-1: every class in turn),
 //            "calls": [{"name": str, "fn": "sample" | "complete", "args": {...}}]}
 // args are window.pixelcnn.sample / .complete options; uniforms_b64 (float32 bytes), known_b64 (uint8 bytes)
 // and knownMask_b64 (one byte 0/1 per sub-pixel) carry the arrays. For each call the page's images (base64
@@ -31,7 +32,7 @@ function fail(message) {
 
 function readJob(argv) {
   if (argv.length === 1) return JSON.parse(readFileSync(argv[0], 'utf8'));
-  const job = { query: '', ui: true, calls: [] };
+  const job = { query: 'sample=0', ui: true, label: -1, calls: [] }; // label -1: every class in turn
   for (let k = 0; k < argv.length; k += 2) {
     const key = argv[k];
     if (!['--model', '--screenshot', '--chromium'].includes(key) || argv[k + 1] === undefined) {
@@ -148,6 +149,7 @@ try {
       const text = await page.$eval('#status', (e) => e.textContent);
       if (!text.startsWith(prefix)) throw new Error(`the page says: ${text}`);
     };
+    if (job.label != null && info.numClasses > 0) await page.select('#label', String(job.label));
     if (query.includes('sample=0')) await page.click('#sample');
     await statusIs('Sampled');
     await page.click('#take-sample');
