@@ -116,7 +116,9 @@ def _write(module, args, inputs, outputs, dynamic_shapes, props, path, opset) ->
     return path
 
 
-def ort_session(path: str, providers: Sequence[str] = ("CPUExecutionProvider",)):
+def ort_session(path: str, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0):
+    """An ONNX Runtime session on ``providers``; ``threads``: intra-op threads (0 = ONNX Runtime's default, one per
+    core; the sampler model's loop runs many tiny ops, which one thread often runs faster on a busy machine)."""
     import onnxruntime as ort
     available = ort.get_available_providers()
     missing = [p for p in providers if p not in available]
@@ -127,7 +129,9 @@ def ort_session(path: str, providers: Sequence[str] = ("CPUExecutionProvider",))
     opts = []
     for p in providers:
         opts.append((p, {"cudnn_conv_algo_search": "EXHAUSTIVE"}) if p == "CUDAExecutionProvider" else p)
-    return ort.InferenceSession(path, providers=opts)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(path, options, providers=opts)
 
 
 def ort_runner(session):

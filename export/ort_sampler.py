@@ -30,8 +30,8 @@ from pixelcnn.sample import add_sampling_flags
 class OrtSampler:
     """Runs a sampler model written by ``python -m export onnx --sampler``."""
 
-    def __init__(self, path: str, providers: Sequence[str] = ("CPUExecutionProvider",)):
-        self.session = ort_session(path, providers)
+    def __init__(self, path: str, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0):
+        self.session = ort_session(path, providers, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("pixelcnn.graph") != "sampler":
             raise ExportError(f"{path} is not a pixelcnn sampler model (export it with "
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--complete", help=".npy uint8 [N, C, H, W]: images whose top --keep-rows rows are kept")
     p.add_argument("--keep-rows", type=int, default=0, help="rows of --complete kept (the rest is sampled)")
     p.add_argument("--providers", nargs="+", default=["CPUExecutionProvider"])
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: one per core)")
     p.add_argument("--out", required=True, help=".npy (uint8 [N, C, H, W]) or .png (one row of images)")
     return p
 
@@ -122,7 +123,9 @@ def main(argv=None) -> int:
         ext = os.path.splitext(args.out)[1].lower()
         if ext not in (".npy", ".png"):
             raise ValueError(f"--out must end in .npy or .png, got {args.out!r}")
-        sampler = OrtSampler(args.model, args.providers)
+        if args.threads < 0:
+            raise ValueError(f"--threads must be >= 0, got {args.threads}")
+        sampler = OrtSampler(args.model, args.providers, args.threads)
         labels = np.asarray(args.labels, np.int64) if args.labels else None
         n = len(labels) if labels is not None else args.n
         if n is None:

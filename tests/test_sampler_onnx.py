@@ -167,7 +167,7 @@ def test_ort_sampler_cli_samples_and_completes(colour, tmp_path, capsys):
     np.save(tmp_path / "u.npy", u.numpy())
     out = tmp_path / "img.npy"
     assert ort_sampler_main([path, "--labels", "0", "2", "--uniforms", str(tmp_path / "u.npy"), "--temperature",
-                             str(T), "--out", str(out)]) == 0
+                             str(T), "--threads", "1", "--out", str(out)]) == 0
     assert "images/s" in capsys.readouterr().out
     want = sample(model, torch.tensor([0, 2]), T, uniforms=u, method="cached")
     np.testing.assert_array_equal(np.load(out), want.numpy())

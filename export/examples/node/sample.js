@@ -109,7 +109,8 @@ function writePnm(file, image, n, c, h, w) {
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   if (!/\.(pgm|ppm|pnm)$/.test(args.out)) fail(`--out must end in .pgm, .ppm or .pnm, got ${args.out}`);
-  if (!fs.existsSync(args.model)) fail(`model ${args.model} does not exist (export one: python -m export onnx --sampler)`);
+  if (!fs.existsSync(args.model))
+    fail(`model ${args.model} does not exist (export one: python -m export onnx --sampler)`);
   const meta = readMetadata(fs.readFileSync(args.model), ['pixelcnn.graph', 'pixelcnn.channels',
     'pixelcnn.image_size', 'pixelcnn.num_classes']);
   if (meta['pixelcnn.graph'] !== 'sampler')
