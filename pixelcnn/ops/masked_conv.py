@@ -111,7 +111,8 @@ def _backward(ctx, grad_out):
 
 _masked_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
 # --amp: the op runs in bf16 under autocast like F.conv2d (a differentiable cast, so fp32 weights get fp32 grads)
-torch.library.register_autocast("pixelcnn::masked_conv2d", "cuda", torch.bfloat16)
+for _device in ("cuda", "cpu"):
+    torch.library.register_autocast("pixelcnn::masked_conv2d", _device, torch.bfloat16)
 
 
 def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: Optional[torch.Tensor] = None,

@@ -22,11 +22,12 @@ import os
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-FOLD_BELOW = 16  # reduction channels below which taps x channels fold into one K range (the first layer)
+FOLD_BELOW = 16  # input channels below which the live taps fold into channels (the first layer: C = 1 or 3)
 INT32_MAX = 2**31 - 1
 
 
@@ -49,8 +50,10 @@ def fp32_precision() -> str:
     return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
 
 
-def dot_precision(dtype: torch.dtype) -> str:
-    return fp32_precision() if dtype == torch.float32 else "ieee"  # ignored by tl.dot for 16-bit operands
+def dot_precision(x: torch.Tensor) -> str:
+    """tl.dot's input precision for operands like ``x``: PyTorch's choice for fp32 on CUDA (its CPU convolutions
+    are IEEE); 16-bit operands ignore it."""
+    return fp32_precision() if x.dtype == torch.float32 and x.is_cuda else "ieee"
 
 
 def _upcast(dtype: torch.dtype) -> bool:
@@ -63,7 +66,7 @@ def _upcast(dtype: torch.dtype) -> bool:
 def _conv_kernel(x_ptr, w_ptr, bias_ptr, cond_ptr, res_ptr, out_ptr,
                  N, H, W, CIN, COUT, TAPS,
                  sxn, sxc, sxh, sxw, son, soc, soh, sow, srn, src, srh, srw, scn, scc,
-                 KSIZE: tl.constexpr, FLIP: tl.constexpr, FOLD: tl.constexpr,
+                 KSIZE: tl.constexpr, FLIP: tl.constexpr,
                  HAS_BIAS: tl.constexpr, HAS_COND: tl.constexpr, HAS_RES: tl.constexpr, RELU: tl.constexpr,
                  PRECISION: tl.constexpr, UPCAST: tl.constexpr, I64: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -86,50 +89,28 @@ def _conv_kernel(x_ptr, w_ptr, bias_ptr, cond_ptr, res_ptr, out_ptr,
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < COUT
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    if FOLD:  # K = taps x channels, each K element decodes its own tap
-        KT = TAPS * CIN
-        for k0 in range(0, KT, BLOCK_K):
-            kk = k0 + tl.arange(0, BLOCK_K)
-            t = kk // CIN
-            c = kk % CIN
-            dy = t // KSIZE - P
-            dx = t % KSIZE - P
-            if FLIP:
-                dy = -dy
-                dx = -dx
-            ih = oh[:, None] + dy[None, :]
-            iw = ow[:, None] + dx[None, :]
-            valid = (mask_m[:, None] & (kk < KT)[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
-            a = tl.load(x_rows[:, None] + (dy * sxh + dx * sxw + c * sxc)[None, :], mask=valid, other=0.0)
-            b = tl.load(w_ptr + kk[:, None] * COUT + offs_n[None, :], mask=(kk < KT)[:, None] & mask_n[None, :],
-                        other=0.0)
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision=PRECISION)
-    else:  # one pipelined loop over (live tap, K-chunk)
-        KCH = tl.cdiv(CIN, BLOCK_K)
-        for i in range(0, TAPS * KCH):
-            t = i // KCH
-            k0 = (i - t * KCH) * BLOCK_K
-            dy = t // KSIZE - P
-            dx = t % KSIZE - P
-            if FLIP:
-                dy = -dy
-                dx = -dx
-            ih = oh + dy
-            iw = ow + dx
-            valid = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            mask_k = offs_k < CIN
-            a = tl.load(x_rows[:, None] + (dy * sxh + dx * sxw) + offs_k[None, :] * sxc,
-                        mask=valid[:, None] & mask_k[None, :], other=0.0)
-            b = tl.load(w_ptr + (t * CIN + offs_k)[:, None] * COUT + offs_n[None, :],
-                        mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    KCH = tl.cdiv(CIN, BLOCK_K)
+    for i in range(0, TAPS * KCH):  # one pipelined loop over (live tap, K-chunk)
+        t = i // KCH
+        k0 = (i - t * KCH) * BLOCK_K
+        dy = t // KSIZE - P
+        dx = t % KSIZE - P
+        if FLIP:
+            dy = -dy
+            dx = -dx
+        ih = oh + dy
+        iw = ow + dx
+        valid = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < CIN
+        a = tl.load(x_rows[:, None] + (dy * sxh + dx * sxw) + offs_k[None, :] * sxc,
+                    mask=valid[:, None] & mask_k[None, :], other=0.0)
+        b = tl.load(w_ptr + (t * CIN + offs_k)[:, None] * COUT + offs_n[None, :],
+                    mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     out_mask = mask_m[:, None] & mask_n[None, :]
@@ -147,7 +128,7 @@ def _conv_kernel(x_ptr, w_ptr, bias_ptr, cond_ptr, res_ptr, out_ptr,
 @triton.jit
 def _wgrad_kernel(x_ptr, g_ptr, part_ptr, N, H, W, CIN, COUT, TAPS, M_PER_SPLIT,
                   sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
-                  KSIZE: tl.constexpr, FOLD: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                  KSIZE: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
                   I64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """part[s, t * CIN + ci, co] = sum over pixels p of split s of x[p + d_t, ci] * g[p, co]."""
     P: tl.constexpr = KSIZE // 2
@@ -161,17 +142,11 @@ def _wgrad_kernel(x_ptr, g_ptr, part_ptr, N, H, W, CIN, COUT, TAPS, M_PER_SPLIT,
     else:
         m_start = split * M_PER_SPLIT
     m_end = tl.minimum(m_start + M_PER_SPLIT, M)
-    if FOLD:
-        kk = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-        mask_k = kk < TAPS * CIN
-        t = kk // CIN
-        c = kk % CIN
-    else:
-        KCH = tl.cdiv(CIN, BLOCK_K)
-        t = pid_k // KCH
-        c = (pid_k % KCH) * BLOCK_K + tl.arange(0, BLOCK_K)
-        mask_k = c < CIN
-        kk = t * CIN + c
+    KCH = tl.cdiv(CIN, BLOCK_K)
+    t = pid_k // KCH
+    c = (pid_k % KCH) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask_k = c < CIN
+    kk = t * CIN + c
     dy = t // KSIZE - P
     dx = t % KSIZE - P
     acc = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
@@ -182,16 +157,10 @@ def _wgrad_kernel(x_ptr, g_ptr, part_ptr, N, H, W, CIN, COUT, TAPS, M_PER_SPLIT,
         hw = offs_m % (H * W)
         oh = hw // W
         ow = hw % W
-        if FOLD:
-            ih = oh[None, :] + dy[:, None]
-            iw = ow[None, :] + dx[:, None]
-            valid = mask_k[:, None] & mask_m[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            xoff = (img * sxn + oh * sxh + ow * sxw)[None, :] + (dy * sxh + dx * sxw + c * sxc)[:, None]
-        else:
-            ih = oh + dy
-            iw = ow + dx
-            valid = mask_k[:, None] & (mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))[None, :]
-            xoff = (img * sxn + ih * sxh + iw * sxw)[None, :] + (c * sxc)[:, None]
+        ih = oh + dy
+        iw = ow + dx
+        valid = mask_k[:, None] & (mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))[None, :]
+        xoff = (img * sxn + ih * sxh + iw * sxw)[None, :] + (c * sxc)[:, None]
         xt = tl.load(x_ptr + xoff, mask=valid, other=0.0)
         g = tl.load(g_ptr + (img * sgn + oh * sgh + ow * sgw)[:, None] + offs_n[None, :] * sgc,
                     mask=mask_m[:, None] & mask_n[None, :], other=0.0)
@@ -204,52 +173,63 @@ def _wgrad_kernel(x_ptr, g_ptr, part_ptr, N, H, W, CIN, COUT, TAPS, M_PER_SPLIT,
 
 
 # --- autotuning ------------------------------------------------------------------------------------------------
-# (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages). For grad_weight BLOCK_M is the pixel (reduction) block.
-CONFIG_SHAPES = [(128, 128, 64, 8, 3), (128, 128, 32, 4, 4), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4),
-                 (64, 64, 32, 4, 3), (128, 256, 64, 8, 3), (64, 32, 16, 4, 2), (32, 32, 16, 2, 2)]
-CONFIGS = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-           for bm, bn, bk, w, s in CONFIG_SHAPES]
+# (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages). A 128 x 128 fp32 accumulator takes 8 warps (4 would spill in the
+# epilogue). grad_weight's tile is [BLOCK_K channels x BLOCK_N] over BLOCK_M pixels: BLOCK_K >= 64 lets sm_90 use wgmma.
+CONV_SHAPES = [(128, 128, 64, 8, 3), (128, 128, 32, 8, 4), (128, 64, 64, 4, 3), (128, 64, 32, 4, 4),
+               (64, 128, 32, 4, 4), (64, 64, 32, 4, 3), (128, 256, 64, 8, 3), (32, 32, 16, 2, 2)]
+WGRAD_SHAPES = [(64, 128, 128, 8, 3), (32, 128, 128, 8, 4), (64, 128, 64, 4, 3), (64, 64, 64, 4, 4),
+                (32, 64, 64, 4, 4), (32, 32, 32, 2, 2)]
+
+
+def _configs(shapes):
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+            for bm, bn, bk, w, s in shapes]
+
+
+CONFIGS = _configs(CONV_SHAPES)
+WGRAD_CONFIGS = _configs(WGRAD_SHAPES)
 SMEM_BUDGET = 160 * 1024  # under sm_80's 163 KB (sm_90: 227 KB), with room for the epilogue's conversion buffer
 # the interpreter would run every config of an autotuner: one small tile there instead
 INTERPRETER_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
 
 
-def smem_bytes(config: dict, element_size: int, stages: int) -> int:
-    """Shared memory the pipelined operand tiles of a config take (A: M x K and B: K x N per stage)."""
-    return stages * (config["BLOCK_M"] * config["BLOCK_K"] + config["BLOCK_K"] * config["BLOCK_N"]) * element_size
+def smem_bytes(config: dict, element_size: int, stages: int, wgrad: bool = False) -> int:
+    """Shared memory the pipelined operand tiles take per stage: x (BLOCK_M x BLOCK_K) and the weight
+    (BLOCK_K x BLOCK_N), or for grad_weight x (BLOCK_K x BLOCK_M) and the gradient (BLOCK_M x BLOCK_N)."""
+    c = config
+    second = c["BLOCK_M"] * c["BLOCK_N"] if wgrad else c["BLOCK_K"] * c["BLOCK_N"]
+    return stages * (c["BLOCK_M"] * c["BLOCK_K"] + second) * element_size
 
 
 def _pow2_at_least_16(n: int) -> int:
     return max(16, triton.next_power_of_2(max(1, int(n))))
 
 
-def prune_configs(configs, m: int, k: int, n: int, element_size: int):
+def prune_configs(configs, m: int, k: int, n: int, element_size: int, wgrad: bool = False):
     """Configs whose tiles fit the problem (no block beyond the next power of two of its extent) and whose pipeline
     fits shared memory at this dtype; never empty (the smallest config stays)."""
     keep = [c for c in configs
             if c.kwargs["BLOCK_M"] <= _pow2_at_least_16(m) and c.kwargs["BLOCK_N"] <= _pow2_at_least_16(n)
             and c.kwargs["BLOCK_K"] <= _pow2_at_least_16(k)
-            and smem_bytes(c.kwargs, element_size, c.num_stages) <= SMEM_BUDGET]
+            and smem_bytes(c.kwargs, element_size, c.num_stages, wgrad) <= SMEM_BUDGET]
     if not keep:
-        keep = [min(configs, key=lambda c: smem_bytes(c.kwargs, element_size, c.num_stages))]
+        keep = [min(configs, key=lambda c: smem_bytes(c.kwargs, element_size, c.num_stages, wgrad))]
     return keep
 
 
 def _prune_conv(configs, named_args, **kwargs):
     a = named_args
-    k = a["TAPS"] * a["CIN"] if kwargs.get("FOLD", a.get("FOLD")) else a["CIN"]
-    return prune_configs(configs, a["N"] * a["H"] * a["W"], k, a["COUT"], a["x_ptr"].element_size())
+    return prune_configs(configs, a["N"] * a["H"] * a["W"], a["CIN"], a["COUT"], a["x_ptr"].element_size())
 
 
 def _prune_wgrad(configs, named_args, **kwargs):
     a = named_args
-    k = a["TAPS"] * a["CIN"] if kwargs.get("FOLD", a.get("FOLD")) else a["CIN"]
-    return prune_configs(configs, a["M_PER_SPLIT"], k, a["COUT"], a["x_ptr"].element_size())
+    return prune_configs(configs, a["M_PER_SPLIT"], a["CIN"], a["COUT"], a["x_ptr"].element_size(), True)
 
 
 _KEY = ["CIN", "COUT", "TAPS", "H", "W"]
 _conv_tuned = triton.autotune(CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune_conv})(_conv_kernel)
-_wgrad_tuned = triton.autotune(CONFIGS, key=_KEY + ["M_PER_SPLIT"],
+_wgrad_tuned = triton.autotune(WGRAD_CONFIGS, key=_KEY + ["M_PER_SPLIT"],
                                prune_configs_by={"early_config_prune": _prune_wgrad})(_wgrad_kernel)
 
 
@@ -263,6 +243,27 @@ def pack_weight_taps(weight: torch.Tensor, mask: torch.Tensor, transpose: bool =
     if transpose:
         return wm.transpose(1, 2).reshape(taps * cout, cin).contiguous()
     return wm.reshape(taps * cin, cout).contiguous()
+
+
+def folds_taps(cin: int, k: int) -> bool:
+    """Whether a layer runs as one GEMM over (live taps x channels): the first layer, C = 1 or 3."""
+    return cin < FOLD_BELOW and k > 1
+
+
+def fold_live_taps(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``[N, C, H, W]`` -> channels-last ``[N, Kp, H, W]``: channel ``t * C + c`` is input channel c shifted by live
+    tap t (zero outside the image), then zero channels up to Kp, a multiple of 16 (aligned vector loads). A 1x1
+    conv of it with the packed weight is the k x k masked conv."""
+    n, c, h, w = x.shape
+    p, taps = k // 2, live_tap_count(k)
+    kp = triton.cdiv(taps * c, 16) * 16
+    xp = F.pad(x, (p, p, p, 0))  # live taps reach rows above and columns either side, never rows below
+    cols = [xp[:, :, ky:ky + h, kx:kx + w] for ky, kx in (divmod(t, k) for t in range(taps))]
+    if kp > taps * c:
+        cols.append(x.new_zeros((n, kp - taps * c, h, w)))
+    out = empty_channels_last((n, kp, h, w), x)
+    torch.cat(cols, dim=1, out=out)
+    return out
 
 
 def channels_last(t: torch.Tensor) -> torch.Tensor:
@@ -310,8 +311,8 @@ def _launch_conv(x, wpk, cout, ksize, flip, bias, cond, residual, relu, config=N
     args = (x, wpk, bias if bias is not None else dummy, cond if cond is not None else dummy,
             residual if residual is not None else dummy, out, n, h, w, cin, cout, taps, *x.stride(),
             *out.stride(), *rs, *cs)
-    flags = dict(KSIZE=ksize, FLIP=flip, FOLD=cin < FOLD_BELOW, HAS_BIAS=bias is not None, HAS_COND=cond is not None,
-                 HAS_RES=residual is not None, RELU=relu, PRECISION=dot_precision(x.dtype), UPCAST=_upcast(x.dtype),
+    flags = dict(KSIZE=ksize, FLIP=flip, HAS_BIAS=bias is not None, HAS_COND=cond is not None,
+                 HAS_RES=residual is not None, RELU=relu, PRECISION=dot_precision(x), UPCAST=_upcast(x.dtype),
                  I64=_needs_i64(x, out, residual))
     m = n * h * w
     config = _fixed_config(config)
@@ -328,9 +329,13 @@ def masked_conv2d_forward(x: torch.Tensor, weight: torch.Tensor, mask: torch.Ten
                           cond: Optional[torch.Tensor], residual: Optional[torch.Tensor], relu: bool,
                           config: Optional[dict] = None) -> torch.Tensor:
     """``act(conv(x, W*M) + bias + cond + residual)``, channels-last, in x's dtype (shapes as in ``masked_conv``)."""
+    cout, cin, k, _ = weight.shape
     wpk = pack_weight_taps(weight, mask).to(x.dtype)
-    return _launch_conv(channels_last(x), wpk, weight.shape[0], weight.shape[-1], False, bias, cond, residual, relu,
-                        config)
+    if folds_taps(cin, k):
+        xf = fold_live_taps(x, k)
+        wpk = F.pad(wpk, (0, 0, 0, xf.shape[1] - wpk.shape[0]))
+        return _launch_conv(xf, wpk, cout, 1, False, bias, cond, residual, relu, config)
+    return _launch_conv(channels_last(x), wpk, cout, k, False, bias, cond, residual, relu, config)
 
 
 def masked_conv2d_grad_input(grad_pre: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
@@ -341,15 +346,15 @@ def masked_conv2d_grad_input(grad_pre: torch.Tensor, weight: torch.Tensor, mask:
                         False, config)
 
 
-def wgrad_splits(m: int, taps: int, cin: int, cout: int, device: torch.device) -> tuple[int, int]:
-    """(splits, pixels per split) for grad_weight: enough programs to fill the GPU (4 per SM at 64 x 64 tiles),
-    at least 512 pixels per split, split boundaries on multiples of 256 (every BLOCK_M divides them)."""
-    if device.type == "cuda":
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
-    else:
-        sms = 1
-    k = taps * cin if cin < FOLD_BELOW else cin
-    tiles = (taps if cin >= FOLD_BELOW else 1) * triton.cdiv(k, 64) * triton.cdiv(cout, 64)
+def sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+def wgrad_splits(m: int, taps: int, cin: int, cout: int, sms: int) -> tuple[int, int]:
+    """(splits, pixels per split) of grad_weight's kernel (``taps`` x ``cin`` rows) on ``sms`` multiprocessors:
+    enough programs to fill them (4 per SM at 64 x 64 tiles), at least 512 pixels per split, boundaries on
+    multiples of 256 (every BLOCK_M divides them)."""
+    tiles = taps * triton.cdiv(cin, 64) * triton.cdiv(cout, 64)
     splits = max(1, min(triton.cdiv(4 * sms, tiles), m // 512))
     per = triton.cdiv(triton.cdiv(m, splits), 256) * 256
     return triton.cdiv(m, per), per
@@ -360,25 +365,23 @@ def masked_conv2d_grad_weight(grad_pre: torch.Tensor, x: torch.Tensor, weight: t
     """d conv(x, W*M) / dW given the pre-activation gradient: ``[Cout, Cin, k, k]`` in W's dtype, 0 on masked taps."""
     cout, cin, k, _ = weight.shape
     taps = live_tap_count(k)
-    x = channels_last(x)
     g = channels_last(grad_pre.to(x.dtype))
-    n, _, h, w = x.shape
-    _check_weight_size(taps * cin * cout)
-    splits, per = wgrad_splits(n * h * w, taps, cin, cout, x.device)
-    part = torch.empty((splits, taps * cin, cout), device=x.device, dtype=torch.float32)
-    fold = cin < FOLD_BELOW
-    args = (x, g, part, n, h, w, cin, cout, taps, per, *x.stride(), *g.stride())
-    flags = dict(KSIZE=k, FOLD=fold, PRECISION=dot_precision(x.dtype), UPCAST=_upcast(x.dtype),
-                 I64=_needs_i64(x, g, part))
-
-    def grid(meta):
-        kt = triton.cdiv(taps * cin, meta["BLOCK_K"]) if fold else taps * triton.cdiv(cin, meta["BLOCK_K"])
-        return kt, triton.cdiv(cout, meta["BLOCK_N"]), splits
+    if folds_taps(cin, k):  # the first layer: one (taps x Cin) x Cout GEMM over the folded input
+        xk, kk, tk = fold_live_taps(x, k), 1, 1
+    else:
+        xk, kk, tk = channels_last(x), k, taps
+    n, ck, h, w = xk.shape
+    _check_weight_size(tk * ck * cout)
+    splits, per = wgrad_splits(n * h * w, tk, ck, cout, sm_count(x.device))
+    part = torch.empty((splits, tk * ck, cout), device=x.device, dtype=torch.float32)
+    args = (xk, g, part, n, h, w, ck, cout, tk, per, *xk.stride(), *g.stride())
+    flags = dict(KSIZE=kk, PRECISION=dot_precision(xk), UPCAST=_upcast(x.dtype), I64=_needs_i64(xk, g, part))
+    grid = lambda meta: (tk * triton.cdiv(ck, meta["BLOCK_K"]), triton.cdiv(cout, meta["BLOCK_N"]), splits)
     config = _fixed_config(config)
     if config is None:
         _wgrad_tuned[grid](*args, **flags)
     else:
         _wgrad_kernel[grid(config)](*args, **flags, **_config_launch_args(config))
     full = torch.zeros((k * k, cin, cout), device=x.device, dtype=torch.float32)
-    full[:taps] = part.sum(0).view(taps, cin, cout)
+    full[:taps] = part.sum(0)[:taps * cin].view(taps, cin, cout)
     return (full.view(k, k, cin, cout).permute(3, 2, 0, 1) * mask).to(weight.dtype).contiguous()
