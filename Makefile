@@ -10,7 +10,7 @@ NODE_DIR := export/examples/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
 SOURCES := setup.py requirements.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cpp csrc/cuda/*.cu csrc/cuda/*.h)
 
-.PHONY: install train test bench clean
+.PHONY: install train test bench clean gpu-check
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -39,6 +39,13 @@ test: $(STAMP) $(NODE_STAMP)
 bench: $(STAMP) $(NODE_STAMP)
 	$(PYTHON) -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results/latest.json
 	$(PYTHON) -m benchmarks.report benchmarks/results/latest.json
+
+# One command for the day a GPU appears (benchmarks/gpu_check.py): builds the extension, runs the tests (the GPU ones
+# run there), times the masked-conv kernel and writes benchmarks/results/<gpu-name>.md; without a GPU it says so and
+# runs the static SASS checks. Uses the venv when there is one, else the system python3 (torch >= 2.11, triton >= 3.6).
+GPU_PYTHON ?= $(if $(wildcard $(PYTHON)),$(PYTHON),$(PY))
+gpu-check:
+	$(GPU_PYTHON) -m benchmarks.gpu_check
 
 clean:
 	rm -rf build *.egg-info pixelcnn/_C*.so .pytest_cache .benchmarks

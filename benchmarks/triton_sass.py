@@ -115,9 +115,24 @@ def kernel_call(kernel: str, layer: Layer, dtype: str, config: dict):
 H100_SMS = 132
 
 
+_JIT: dict = {}
+
+
+def jit_function(fn):
+    """The kernel as a JITFunction: under TRITON_INTERPRET=1 (the CPU test setting) ``triton.jit`` hands out
+    interpreter wrappers, which cannot be compiled; the wrapped Python function can."""
+    from triton.runtime.jit import JITFunction
+    if isinstance(fn, JITFunction):
+        return fn
+    if fn.fn not in _JIT:
+        _JIT[fn.fn] = JITFunction(fn.fn)
+    return _JIT[fn.fn]
+
+
 def compile_kernel(kernel: str, layer: Layer, dtype: str, arch: int, config: triton.Config):
     """Compile one kernel for ``sm_<arch>`` with Triton's AOT path; returns the CompiledKernel."""
     fn, args, const = kernel_call(kernel, layer, dtype, {**config.kwargs})
+    fn = jit_function(fn)
     signature, constexprs, attrs = {}, dict(const), {}
     for i, name in enumerate(fn.arg_names):
         if name in const:

@@ -173,12 +173,12 @@ def _wgrad_kernel(x_ptr, g_ptr, part_ptr, N, H, W, CIN, COUT, TAPS, M_PER_SPLIT,
 
 
 # --- autotuning ------------------------------------------------------------------------------------------------
-# (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages). A 128 x 128 fp32 accumulator takes 8 warps (4 would spill in the
-# epilogue). grad_weight's tile is [BLOCK_K channels x BLOCK_N] over BLOCK_M pixels: BLOCK_K >= 64 lets sm_90 use wgmma.
+# (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages). A 128 x 128 fp32 accumulator takes 8 warps (4 spill in the epilogue;
+# 128 x 256 spills even with 8: benchmarks.triton_sass shows it). grad_weight's tile is [BLOCK_K channels x BLOCK_N] over BLOCK_M pixels: BLOCK_K >= 64 lets sm_90 use wgmma.
 CONV_SHAPES = [(128, 128, 64, 8, 3), (128, 128, 32, 8, 4), (128, 64, 64, 4, 3), (128, 64, 32, 4, 4),
-               (64, 128, 32, 4, 4), (64, 64, 32, 4, 3), (128, 256, 64, 8, 3), (32, 32, 16, 2, 2)]
+               (64, 128, 32, 4, 4), (64, 64, 32, 4, 3), (32, 32, 16, 2, 2)]
 WGRAD_SHAPES = [(64, 128, 128, 8, 3), (32, 128, 128, 8, 4), (64, 128, 64, 4, 3), (64, 64, 64, 4, 4),
-                (32, 64, 64, 4, 4), (32, 32, 32, 2, 2)]
+                (32, 64, 64, 4, 4), (64, 128, 32, 4, 3), (32, 32, 32, 2, 2)]
 
 
 def _configs(shapes):
