@@ -3,6 +3,7 @@ live taps only, for the reference (cuDNN / oneDNN on the full W*M), the cropped 
 (k//2+1) x k crop with top-only padding) and, on a GPU, the Triton kernel, in fp32 (TF32 as PyTorch allows it) and,
 on a GPU, bf16. Every path is checked against the reference before timing. ``make gpu-check`` times the same cases
 with ``triton.testing.do_bench`` (``benchmarks.gpu_check``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,15 +39,19 @@ class ConvCase:
         return one * (1 + (1 + (self.mask_type == "B")) * backward)
 
 
-SEED_CASES = [ConvCase("7x7A-C1", 1, 512, 7, "A", 1, False), ConvCase("7x7A-C3", 3, 512, 7, "A", 3, False),
-              ConvCase("3x3B-h64", 64, 64, 3, "B", 3, True), ConvCase("3x3B-h256", 256, 256, 3, "B", 3, True)]
+SEED_CASES = [
+    ConvCase("7x7A-C1", 1, 512, 7, "A", 1, False),
+    ConvCase("7x7A-C3", 3, 512, 7, "A", 3, False),
+    ConvCase("3x3B-h64", 64, 64, 3, "B", 3, True),
+    ConvCase("3x3B-h256", 256, 256, 3, "B", 3, True),
+]
 IMPLS = ["reference", "cropped", "triton"]
 
 
 def cropped_conv(x, weight, mask, bias, cond, relu):
     """The same masked conv on the live rows only: (k//2+1) x k kernel, padding top/left/right by k//2."""
     p = weight.shape[-1] // 2
-    y = F.conv2d(F.pad(x, (p, p, p, 0)), (weight * mask)[:, :, :p + 1], bias)
+    y = F.conv2d(F.pad(x, (p, p, p, 0)), (weight * mask)[:, :, : p + 1], bias)
     y = y + cond[:, :, None, None]
     return torch.relu(y) if relu else y
 
@@ -84,6 +89,7 @@ def step_fn(impl: str, case: ConvCase, inputs, backward: bool):
     def both():
         y = forward()
         return torch.autograd.grad(y, leaves, torch.ones_like(y))
+
     return both
 
 
@@ -102,8 +108,9 @@ def test_masked_conv(benchmark, timing, case, impl, dtype, backward):
     elif CUDA:
         inputs = make_case(case, dtype, device)
     else:  # a seed-shaped layer at batch 4 keeps a CPU run to seconds
-        inputs = make_case(ConvCase(case.name, case.cin, case.cout, case.k, case.mask_type, case.colors, case.relu,
-                                    n=4), dtype, device)
+        inputs = make_case(
+            ConvCase(case.name, case.cin, case.cout, case.k, case.mask_type, case.colors, case.relu, n=4), dtype, device
+        )
     with torch.no_grad():
         want = step_fn("reference", case, inputs, False)().float()
         got = step_fn(impl, case, inputs, False)().float()
@@ -111,14 +118,21 @@ def test_masked_conv(benchmark, timing, case, impl, dtype, backward):
     assert float((got - want).abs().max()) <= tol * float(want.abs().max())
     fn = step_fn(impl, case, inputs, backward)
     n = inputs[0].shape[0]
-    scale = n / case.n * (inputs[0].shape[1] * inputs[1].shape[0]) / (case.cin * case.cout) \
+    scale = (
+        n
+        / case.n
+        * (inputs[0].shape[1] * inputs[1].shape[0])
+        / (case.cin * case.cout)
         * (inputs[0].shape[2] / case.size) ** 2
+    )
 
     def run():
         fn()
         if CUDA:
             torch.cuda.synchronize()
-    benchmark.group = (f"masked_conv-{case.name}-{'bf16' if dtype == torch.bfloat16 else 'fp32'}-"
-                       f"{'fwd+bwd' if backward else 'fwd'}")
+
+    benchmark.group = (
+        f"masked_conv-{case.name}-{'bf16' if dtype == torch.bfloat16 else 'fp32'}-{'fwd+bwd' if backward else 'fwd'}"
+    )
     benchmark.extra_info["tflop"] = case.flops(backward) * scale / 1e12
     record(benchmark, run, items=int(case.flops(backward) * scale), unit="flop", reference=impl == "reference")

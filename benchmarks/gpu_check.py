@@ -9,6 +9,7 @@ On a CUDA machine (torch >= 2.11, triton >= 3.6, pytest; no package registry nee
 On a machine without a GPU it says so, runs the static checks (the kernels compiled for sm_90 / sm_80 and their SASS
 read, ``benchmarks.triton_sass``) and exits 0. ``--from-json F`` renders the report of an earlier run's JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,7 @@ def machine_name(device_name: str) -> str:
 
 def check_versions() -> list[str]:
     import triton
+
     problems = []
     if _version_tuple(torch.__version__) < MIN_TORCH:
         problems.append(f"torch {torch.__version__} is older than {'.'.join(map(str, MIN_TORCH))}")
@@ -63,9 +65,12 @@ def time_kernels(cases=None, precisions=PRECISIONS, impls=("reference", "cropped
     import triton
 
     from benchmarks.bench_masked_conv import SEED_CASES, make_case, step_fn
+
     rows = []
-    saved = (torch.backends.cudnn.allow_tf32, getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision",
-                                                      None))
+    saved = (
+        torch.backends.cudnn.allow_tf32,
+        getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None),
+    )
     try:
         for case in cases or SEED_CASES:
             for precision in precisions:
@@ -73,13 +78,24 @@ def time_kernels(cases=None, precisions=PRECISIONS, impls=("reference", "cropped
                 inputs = make_case(case, dtype, "cuda")
                 for backward in (False, True):
                     for impl in impls:
-                        ms = triton.testing.do_bench(step_fn(impl, case, inputs, backward), rep=rep_ms,
-                                                     return_mode="median")
-                        rows.append(dict(case=case.name, precision=precision, impl=impl,
-                                         mode="fwd+bwd" if backward else "fwd", ms=round(ms, 4),
-                                         tflops=round(case.flops(backward) / (ms * 1e-3) / 1e12, 1)))
-                        print(f"{case.name:10s} {precision:5s} {rows[-1]['mode']:8s} {impl:10s} {ms:8.3f} ms "
-                              f"{rows[-1]['tflops']:7.1f} TFLOP/s", flush=True)
+                        ms = triton.testing.do_bench(
+                            step_fn(impl, case, inputs, backward), rep=rep_ms, return_mode="median"
+                        )
+                        rows.append(
+                            dict(
+                                case=case.name,
+                                precision=precision,
+                                impl=impl,
+                                mode="fwd+bwd" if backward else "fwd",
+                                ms=round(ms, 4),
+                                tflops=round(case.flops(backward) / (ms * 1e-3) / 1e12, 1),
+                            )
+                        )
+                        print(
+                            f"{case.name:10s} {precision:5s} {rows[-1]['mode']:8s} {impl:10s} {ms:8.3f} ms "
+                            f"{rows[-1]['tflops']:7.1f} TFLOP/s",
+                            flush=True,
+                        )
     finally:
         torch.backends.cudnn.allow_tf32 = saved[0]
         if saved[1] is not None:
@@ -90,24 +106,35 @@ def time_kernels(cases=None, precisions=PRECISIONS, impls=("reference", "cropped
 def render_report(result: dict) -> str:
     """Markdown for one run: device, versions, test outcome, and one table row per (case, precision, pass) with
     each implementation's time and Triton's speedup over cuDNN on W*M and on the cropped kernel."""
-    lines = [f"# GPU check: {result['device']}", "",
-             f"torch {result['torch']}, triton {result['triton']}, CUDA {result.get('cuda')}, "
-             f"{result.get('date', '')}", "",
-             f"Tests: {result.get('tests', 'not run')}", "",
-             "Masked conv, seed layer shapes (batch 64, 32x32), median of `triton.testing.do_bench`; TFLOP/s count "
-             "live taps only. reference = cuDNN on W*M (k x k), cropped = cuDNN on the (k//2+1) x k crop.", "",
-             "| layer | precision | pass | reference ms | cropped ms | triton ms | triton TFLOP/s "
-             "| vs reference | vs cropped |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# GPU check: {result['device']}",
+        "",
+        f"torch {result['torch']}, triton {result['triton']}, CUDA {result.get('cuda')}, {result.get('date', '')}",
+        "",
+        f"Tests: {result.get('tests', 'not run')}",
+        "",
+        "Masked conv, seed layer shapes (batch 64, 32x32), median of `triton.testing.do_bench`; TFLOP/s count "
+        "live taps only. reference = cuDNN on W*M (k x k), cropped = cuDNN on the (k//2+1) x k crop.",
+        "",
+        "| layer | precision | pass | reference ms | cropped ms | triton ms | triton TFLOP/s "
+        "| vs reference | vs cropped |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     by_key: dict = {}
     for r in result.get("kernels", []):
         by_key.setdefault((r["case"], r["precision"], r["mode"]), {})[r["impl"]] = r
     for (case, precision, mode), impls in by_key.items():
         ms = {k: v["ms"] for k, v in impls.items()}
         tri = impls.get("triton")
-        speed = lambda other: f"{ms[other] / ms['triton']:.2f}x" if tri and other in ms and ms["triton"] > 0 else "-"
-        lines.append(f"| {case} | {precision} | {mode} | {ms.get('reference', '-')} | {ms.get('cropped', '-')} | "
-                     f"{ms.get('triton', '-')} | {tri['tflops'] if tri else '-'} | {speed('reference')} | "
-                     f"{speed('cropped')} |")
+        speed = {
+            other: f"{ms[other] / ms['triton']:.2f}x" if tri and other in ms and ms["triton"] > 0 else "-"
+            for other in ("reference", "cropped")
+        }
+        lines.append(
+            f"| {case} | {precision} | {mode} | {ms.get('reference', '-')} | {ms.get('cropped', '-')} | "
+            f"{ms.get('triton', '-')} | {tri['tflops'] if tri else '-'} | {speed['reference']} | "
+            f"{speed['cropped']} |"
+        )
     if result.get("train_step"):
         lines += ["", f"Seed-size train step: {result['train_step']}"]
     return "\n".join(lines) + "\n"
@@ -115,6 +142,7 @@ def render_report(result: dict) -> str:
 
 def write_report(result: dict, out_dir: str) -> str:
     from pixelcnn.atomic import atomic_write_text
+
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, machine_name(result["device"]))
     atomic_write_text(base + ".json", json.dumps(result, indent=1))
@@ -125,8 +153,8 @@ def write_report(result: dict, out_dir: str) -> str:
 def static_checks(arches=(90, 80)) -> int:
     """The GPU-free part: compile forward / grad_input / grad_weight for the named arches, print the SASS table."""
     from benchmarks import triton_sass
-    return triton_sass.main(["--arch", *map(str, arches), "--dtype", "bf16", "tf32", "--shape", "3x3B-h256",
-                             "7x7A-C3"])
+
+    return triton_sass.main(["--arch", *map(str, arches), "--dtype", "bf16", "tf32", "--shape", "3x3B-h256", "7x7A-C3"])
 
 
 def _run(cmd: list[str], env=None) -> int:
@@ -147,8 +175,10 @@ def main(argv=None) -> int:
             print(write_report(json.load(f), a.out))
         return 0
     if not torch.cuda.is_available():
-        print("gpu-check: no CUDA GPU on this machine; running the static checks only (kernels compiled for "
-              "sm_90/sm_80, SASS read). Run `make gpu-check` on a GPU machine for the tests and the benchmark.")
+        print(
+            "gpu-check: no CUDA GPU on this machine; running the static checks only (kernels compiled for "
+            "sm_90/sm_80, SASS read). Run `make gpu-check` on a GPU machine for the tests and the benchmark."
+        )
         static_checks()
         return 0
     problems = check_versions()
@@ -156,9 +186,15 @@ def main(argv=None) -> int:
         print("gpu-check: " + "; ".join(problems), file=sys.stderr)
         return 2
     import triton
-    result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-                  cuda=torch.version.cuda, python=platform.python_version(), date=time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                                                time.gmtime()))
+
+    result = dict(
+        device=torch.cuda.get_device_name(),
+        torch=torch.__version__,
+        triton=triton.__version__,
+        cuda=torch.version.cuda,
+        python=platform.python_version(),
+        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    )
     status = 0
     if not a.skip_build:
         status |= _run([sys.executable, "setup.py", "build_ext", "--inplace"])
@@ -167,6 +203,7 @@ def main(argv=None) -> int:
         result["tests"] = "passed" if rc == 0 else f"FAILED (pytest exit {rc})"
         status |= rc
     from benchmarks.bench_masked_conv import SEED_CASES
+
     cases = SEED_CASES[-1:] if a.quick else SEED_CASES
     result["kernels"] = time_kernels(cases, ("bf16",) if a.quick else PRECISIONS)
     print("wrote", write_report(result, a.out))

@@ -11,6 +11,7 @@ bytes, shared memory, tensor-core instructions (HGMMA on sm_90, HMMA), scalar 16
 live taps. ``--dump DIR`` writes each cubin as ``<kernel>-<shape>-<dtype>-sm<arch>.cubin``. The roofline column is an
 estimate from FLOPs and bytes only (H100: ~800 bf16/fp16 TFLOP/s, ~400 TF32, ~3 TB/s), never a measurement.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import triton
 from triton.backends.compiler import GPUTarget
@@ -61,8 +62,12 @@ class Layer:
         return 2 * self.pixels * self.cin * self.cout * self.taps
 
 
-SEED_LAYERS = [Layer("7x7A-C1", 1, 512, 7, True, True, False), Layer("7x7A-C3", 3, 512, 7, True, True, False),
-               Layer("3x3B-h64", 64, 64, 3, True, True, True), Layer("3x3B-h256", 256, 256, 3, True, True, True)]
+SEED_LAYERS = [
+    Layer("7x7A-C1", 1, 512, 7, True, True, False),
+    Layer("7x7A-C3", 3, 512, 7, True, True, False),
+    Layer("3x3B-h64", 64, 64, 3, True, True, True),
+    Layer("3x3B-h256", 256, 256, 3, True, True, True),
+]
 KERNELS = ("forward", "grad_input", "grad_weight")
 
 
@@ -90,25 +95,48 @@ def kernel_call(kernel: str, layer: Layer, dtype: str, config: dict):
     blocks = {key: config[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
     if kernel == "grad_weight":
         per = tmc.wgrad_splits(layer.pixels, taps, cin, cout, H100_SMS)[1]
-        args = dict(x_ptr=elt, g_ptr=elt, part_ptr="fp32", N=n, H=h, W=w, CIN=cin, COUT=cout, TAPS=taps,
-                    M_PER_SPLIT=per)
-        for name, s in zip(("sxn", "sxc", "sxh", "sxw"), _channels_last_strides(n, cin, h, w)):
+        args = dict(
+            x_ptr=elt, g_ptr=elt, part_ptr="fp32", N=n, H=h, W=w, CIN=cin, COUT=cout, TAPS=taps, M_PER_SPLIT=per
+        )
+        for name, s in zip(("sxn", "sxc", "sxh", "sxw"), _channels_last_strides(n, cin, h, w), strict=True):
             args[name] = s
-        for name, s in zip(("sgn", "sgc", "sgh", "sgw"), _channels_last_strides(n, cout, h, w)):
+        for name, s in zip(("sgn", "sgc", "sgh", "sgw"), _channels_last_strides(n, cout, h, w), strict=True):
             args[name] = s
         const = dict(KSIZE=ksize, PRECISION=precision, UPCAST=False, I64=False, **blocks)
         return tmc._wgrad_kernel, args, const
     flip = kernel == "grad_input"
     epi = not flip
-    args = dict(x_ptr=elt, w_ptr=elt, bias_ptr=elt, cond_ptr=elt, res_ptr=elt, out_ptr=elt, N=n, H=h, W=w, CIN=cin,
-                COUT=cout, TAPS=taps)
-    for name, s in zip(("sxn", "sxc", "sxh", "sxw"), _channels_last_strides(n, cin, h, w)):
+    args = dict(
+        x_ptr=elt,
+        w_ptr=elt,
+        bias_ptr=elt,
+        cond_ptr=elt,
+        res_ptr=elt,
+        out_ptr=elt,
+        N=n,
+        H=h,
+        W=w,
+        CIN=cin,
+        COUT=cout,
+        TAPS=taps,
+    )
+    for name, s in zip(("sxn", "sxc", "sxh", "sxw"), _channels_last_strides(n, cin, h, w), strict=True):
         args[name] = s
-    for name, s in zip(("son", "soc", "soh", "sow"), _channels_last_strides(n, cout, h, w)):
+    for name, s in zip(("son", "soc", "soh", "sow"), _channels_last_strides(n, cout, h, w), strict=True):
         args[name] = s
     args.update(srn=0, src=0, srh=0, srw=0, scn=cout if epi and layer.cond else 0, scc=1 if epi and layer.cond else 0)
-    const = dict(KSIZE=ksize, FLIP=flip, HAS_BIAS=epi and layer.bias, HAS_COND=epi and layer.cond, HAS_RES=False,
-                 RELU=epi and layer.relu, PRECISION=precision, UPCAST=False, I64=False, **blocks)
+    const = dict(
+        KSIZE=ksize,
+        FLIP=flip,
+        HAS_BIAS=epi and layer.bias,
+        HAS_COND=epi and layer.cond,
+        HAS_RES=False,
+        RELU=epi and layer.relu,
+        PRECISION=precision,
+        UPCAST=False,
+        I64=False,
+        **blocks,
+    )
     return tmc._conv_kernel, args, const
 
 
@@ -122,6 +150,7 @@ def jit_function(fn):
     """The kernel as a JITFunction: under TRITON_INTERPRET=1 (the CPU test setting) ``triton.jit`` hands out
     interpreter wrappers, which cannot be compiled; the wrapped Python function can."""
     from triton.runtime.jit import JITFunction
+
     if isinstance(fn, JITFunction):
         return fn
     if fn.fn not in _JIT:
@@ -214,7 +243,7 @@ def rows(kernels, layers, dtypes, arches, configs="first", dump=None, log=sys.st
                     continue  # the image needs no gradient: grad_input never runs on the first layer
                 for dtype in dtypes:
                     cands = picked_configs(kernel, layer, dtype)
-                    for cfg in (cands if configs == "all" else cands[:1]):
+                    for cfg in cands if configs == "all" else cands[:1]:
                         t0 = time.perf_counter()
                         ck = compile_kernel(kernel, layer, dtype, arch, cfg)
                         secs = time.perf_counter() - t0
@@ -226,28 +255,62 @@ def rows(kernels, layers, dtypes, arches, configs="first", dump=None, log=sys.st
                                 name += "-" + config_name(cfg)
                             with open(os.path.join(dump, name + ".cubin"), "wb") as f:
                                 f.write(cubin)
-                        row = dict(kernel=kernel, shape=layer.name, dtype=dtype, arch=arch, config=config_name(cfg),
-                                   shared=ck.metadata.shared, smem_limit=SMEM_LIMIT[arch], compile_s=round(secs, 2),
-                                   gflop=round(layer.flops() / 1e9, 2),
-                                   roofline_us=round(roofline_us(kernel, layer, dtype), 1), **sass_stats(cubin))
-                        print(f"{kernel:11s} {layer.name:9s} {dtype:4s} sm{arch} {row['config']:16s} "
-                              f"reg {row['registers']:3d} spill {row['spill_bytes']} smem {row['shared']:6d} "
-                              f"hgmma {row['hgmma']} hmma {row['hmma']} {secs:.1f}s", file=log, flush=True)
+                        row = dict(
+                            kernel=kernel,
+                            shape=layer.name,
+                            dtype=dtype,
+                            arch=arch,
+                            config=config_name(cfg),
+                            shared=ck.metadata.shared,
+                            smem_limit=SMEM_LIMIT[arch],
+                            compile_s=round(secs, 2),
+                            gflop=round(layer.flops() / 1e9, 2),
+                            roofline_us=round(roofline_us(kernel, layer, dtype), 1),
+                            **sass_stats(cubin),
+                        )
+                        print(
+                            f"{kernel:11s} {layer.name:9s} {dtype:4s} sm{arch} {row['config']:16s} "
+                            f"reg {row['registers']:3d} spill {row['spill_bytes']} smem {row['shared']:6d} "
+                            f"hgmma {row['hgmma']} hmma {row['hmma']} {secs:.1f}s",
+                            file=log,
+                            flush=True,
+                        )
                         out.append(row)
     return out
 
 
-COLUMNS = ["kernel", "shape", "dtype", "arch", "config", "registers", "spill_bytes", "shared", "hgmma", "hmma",
-           "ffma", "scalar16_loads", "vector_loads", "gflop", "roofline_us", "compile_s"]
+COLUMNS = [
+    "kernel",
+    "shape",
+    "dtype",
+    "arch",
+    "config",
+    "registers",
+    "spill_bytes",
+    "shared",
+    "hgmma",
+    "hmma",
+    "ffma",
+    "scalar16_loads",
+    "vector_loads",
+    "gflop",
+    "roofline_us",
+    "compile_s",
+]
 
 
 def markdown(table: list[dict]) -> str:
-    lines = ["# Triton masked conv: SASS of the compiled kernels (no GPU; Triton AOT for the named arch)", "",
-             f"triton {triton.__version__}. `shared` in bytes; `scalar16_loads`/`vector_loads`: 16-bit scalar and "
-             "64/128-bit global loads (LDG/LDGSTS) in the whole kernel; `roofline_us`: an ESTIMATE for an H100 "
-             f"(bf16/fp16 {PEAK_TFLOPS['bf16']:.0f}, TF32 {PEAK_TFLOPS['tf32']:.0f} TFLOP/s, {PEAK_TBPS} TB/s), "
-             "FLOPs over live taps only, not a measurement.", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [
+        "# Triton masked conv: SASS of the compiled kernels (no GPU; Triton AOT for the named arch)",
+        "",
+        f"triton {triton.__version__}. `shared` in bytes; `scalar16_loads`/`vector_loads`: 16-bit scalar and "
+        "64/128-bit global loads (LDG/LDGSTS) in the whole kernel; `roofline_us`: an ESTIMATE for an H100 "
+        f"(bf16/fp16 {PEAK_TFLOPS['bf16']:.0f}, TF32 {PEAK_TFLOPS['tf32']:.0f} TFLOP/s, {PEAK_TBPS} TB/s), "
+        "FLOPs over live taps only, not a measurement.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
     for r in table:
         lines.append("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
@@ -258,10 +321,18 @@ def main(argv=None) -> int:
     p.add_argument("--arch", type=int, nargs="+", default=[90, 80], choices=sorted(SMEM_LIMIT))
     p.add_argument("--dtype", nargs="+", default=["bf16", "fp16", "tf32"], choices=sorted(ELEMENT))
     p.add_argument("--kernel", nargs="+", default=list(KERNELS), choices=KERNELS)
-    p.add_argument("--shape", nargs="+", default=[layer.name for layer in SEED_LAYERS],
-                   choices=[layer.name for layer in SEED_LAYERS])
-    p.add_argument("--configs", choices=("first", "all"), default="first",
-                   help="first: the first config the pruned autotune list holds; all: every pruned config")
+    p.add_argument(
+        "--shape",
+        nargs="+",
+        default=[layer.name for layer in SEED_LAYERS],
+        choices=[layer.name for layer in SEED_LAYERS],
+    )
+    p.add_argument(
+        "--configs",
+        choices=("first", "all"),
+        default="first",
+        help="first: the first config the pruned autotune list holds; all: every pruned config",
+    )
     p.add_argument("--dump", help="directory for the cubins")
     p.add_argument("--json", help="write the rows as JSON")
     p.add_argument("--markdown", help="write the table as markdown (e.g. benchmarks/results/triton-sass.md)")

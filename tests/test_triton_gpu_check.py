@@ -1,5 +1,6 @@
 """`make gpu-check` (benchmarks.gpu_check): the parts that run without a GPU — argument handling, the CPU path, and the
 report rendered from a fixture run — and, on a GPU, one timed case."""
+
 import json
 
 import pytest
@@ -8,7 +9,11 @@ import torch
 from benchmarks import gpu_check
 
 FIXTURE = {
-    "device": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "triton": "3.6.0", "cuda": "12.8", "date": "2026-01-01",
+    "device": "NVIDIA H100 80GB HBM3",
+    "torch": "2.11.0",
+    "triton": "3.6.0",
+    "cuda": "12.8",
+    "date": "2026-01-01",
     "tests": "passed",
     "kernels": [
         {"case": "3x3B-h256", "precision": "bf16", "impl": "reference", "mode": "fwd", "ms": 0.3, "tflops": 143.2},
@@ -58,6 +63,7 @@ def test_bad_arguments_exit_with_usage():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (times the kernels)")
 def test_gpu_times_every_implementation_on_one_layer():
     from benchmarks.bench_masked_conv import SEED_CASES
+
     rows = gpu_check.time_kernels(SEED_CASES[2:3], ("bf16",), rep_ms=5)
     assert {r["impl"] for r in rows} == {"reference", "cropped", "triton"}
     assert all(r["ms"] > 0 and r["tflops"] > 0 for r in rows)

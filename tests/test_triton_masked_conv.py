@@ -4,23 +4,25 @@ Bound (docs/DESIGN.md §6), elementwise, for the output and every gradient:
     |ours - ref64| <= 2 * |torch - ref64| + eps
 where ``torch`` is PyTorch's own conv on W*M at the same dtype and precision settings, and
 ``eps = 2**-18 * max|ref64| + u * |ref64|`` covers fp32 accumulation order and one rounding to the output dtype
-(u = 2**-8 bf16 (2**-7 under the interpreter), 2**-11 fp16, 2**-24 fp32). fp32 inputs are rounded to the TF32 grid first, so on a GPU the TF32
-input rounding is the same for both sides and only accumulation order differs.
+(u = 2**-8 bf16 (2**-7 under the interpreter), 2**-11 fp16, 2**-24 fp32). fp32 inputs are rounded to the TF32 grid
+first, so on a GPU the TF32 input rounding is the same for both sides and only accumulation order differs.
 """
+
 import os
 
 import pytest
 import torch
 
 from pixelcnn.masks import conv_mask
-from pixelcnn.ops import masked_conv as mc
 from pixelcnn.ops.masked_conv import masked_conv2d
 from pixelcnn.ops.reference import masked_conv2d_reference
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
-pytestmark = pytest.mark.skipif(not CUDA and os.environ.get("TRITON_INTERPRET") != "1",
-                                reason="on CPU the kernel runs only under TRITON_INTERPRET=1 (set by conftest.py)")
+pytestmark = pytest.mark.skipif(
+    not CUDA and os.environ.get("TRITON_INTERPRET") != "1",
+    reason="on CPU the kernel runs only under TRITON_INTERPRET=1 (set by conftest.py)",
+)
 gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (compiled kernels, TF32 and cuDNN)")
 # Triton's interpreter converts fp32 to bf16 by truncation (a GPU rounds to nearest): one whole ulp there
 UNIT = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8 if CUDA else 2.0**-7, torch.float16: 2.0**-11}
@@ -33,14 +35,19 @@ def tf32_exact(t: torch.Tensor) -> torch.Tensor:
     return (t.view(torch.int32) & ~0x1FFF).view(torch.float32)
 
 
-def make_inputs(n, cin, cout, h, w, k, mask_type, colors, bias, cond, residual, dtype=torch.float32, seed=0,
-                device=DEVICE):
+def make_inputs(
+    n, cin, cout, h, w, k, mask_type, colors, bias, cond, residual, dtype=torch.float32, seed=0, device=DEVICE
+):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s, scale=1.0: tf32_exact((torch.randn(*s, generator=g) * scale).to(device, dtype))
-    return dict(x=r(n, cin, h, w), weight=r(cout, cin, k, k, scale=0.3),
-                mask=conv_mask(cout, cin, k, mask_type, colors).to(device, dtype),
-                bias=r(cout) if bias else None, cond=r(n, cout) if cond else None,
-                residual=r(n, cout, h, w) if residual else None)
+    return dict(
+        x=r(n, cin, h, w),
+        weight=r(cout, cin, k, k, scale=0.3),
+        mask=conv_mask(cout, cin, k, mask_type, colors).to(device, dtype),
+        bias=r(cout) if bias else None,
+        cond=r(n, cout) if cond else None,
+        residual=r(n, cout, h, w) if residual else None,
+    )
 
 
 def assert_within_bound(ours, torch_same, ref64, name="output"):
@@ -49,24 +56,36 @@ def assert_within_bound(ours, torch_same, ref64, name="output"):
     eps = 2.0**-18 * ref64.abs().max() + UNIT[dtype] * ref64.abs()
     excess = (ours - ref64).abs() - (2 * (torch_same - ref64).abs() + eps)
     worst = int(excess.flatten().argmax())
-    assert excess.max() <= 0, (f"{name}: |ours - ref64| exceeds 2|torch - ref64| + eps at flat index {worst}: "
-                               f"ours {ours.flatten()[worst]:.8g}, torch {torch_same.flatten()[worst]:.8g}, "
-                               f"ref64 {ref64.flatten()[worst]:.8g}")
+    assert excess.max() <= 0, (
+        f"{name}: |ours - ref64| exceeds 2|torch - ref64| + eps at flat index {worst}: "
+        f"ours {ours.flatten()[worst]:.8g}, torch {torch_same.flatten()[worst]:.8g}, "
+        f"ref64 {ref64.flatten()[worst]:.8g}"
+    )
 
 
 def run(inp, relu, impl, dtype=None, grad_out=None, needs=("x", "weight", "bias", "cond", "residual")):
     """Output and gradients of the masked conv through ``impl`` with inputs cast to ``dtype``."""
-    leaves = {k: (v.to(dtype) if dtype else v).detach().clone().requires_grad_(k in needs)
-              for k, v in inp.items() if v is not None and k != "mask"}
+    leaves = {
+        k: (v.to(dtype) if dtype else v).detach().clone().requires_grad_(k in needs)
+        for k, v in inp.items()
+        if v is not None and k != "mask"
+    }
     mask = inp["mask"].to(dtype) if dtype else inp["mask"]
-    kw = dict(x=leaves["x"], weight=leaves["weight"], mask=mask, bias=leaves.get("bias"), cond=leaves.get("cond"),
-              residual=leaves.get("residual"), relu=relu)
+    kw = dict(
+        x=leaves["x"],
+        weight=leaves["weight"],
+        mask=mask,
+        bias=leaves.get("bias"),
+        cond=leaves.get("cond"),
+        residual=leaves.get("residual"),
+        relu=relu,
+    )
     out = masked_conv2d(**kw, impl=impl) if impl else masked_conv2d_reference(**kw)
     grads = {}
     if grad_out is not None:
         want = [k for k in leaves if leaves[k].requires_grad]
         got = torch.autograd.grad(out, [leaves[k] for k in want], grad_out.to(out.dtype))
-        grads = dict(zip(want, got))
+        grads = dict(zip(want, got, strict=True))
     return out, grads
 
 
@@ -101,7 +120,8 @@ CASES = [  # (n, cin, cout, h, w, k, mask, colors, bias, cond, residual, relu)
 
 
 def case_id(c):
-    return f"n{c[0]}-c{c[1]}x{c[2]}-{c[3]}x{c[4]}-k{c[5]}{c[6]}-C{c[7]}-b{int(c[8])}c{int(c[9])}r{int(c[10])}a{int(c[11])}"
+    flags = "".join(f"{f}{int(v)}" for f, v in zip("bcra", c[8:], strict=True))
+    return f"n{c[0]}-c{c[1]}x{c[2]}-{c[3]}x{c[4]}-k{c[5]}{c[6]}-C{c[7]}-{flags}"
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -119,6 +139,7 @@ def test_half_precision_within_bound_of_float64_reference(dtype):
 def test_the_triton_kernel_runs_not_the_fallback(monkeypatch):
     """Guard against testing the reference against itself: the op must reach the Triton launcher."""
     import pixelcnn.ops.triton_masked_conv as tmc
+
     calls = []
     real = tmc.masked_conv2d_forward
     monkeypatch.setattr(tmc, "masked_conv2d_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -129,6 +150,7 @@ def test_the_triton_kernel_runs_not_the_fallback(monkeypatch):
 
 def _count_grad_kernels(monkeypatch):
     import pixelcnn.ops.triton_masked_conv as tmc
+
     calls = {"grad_input": 0, "grad_weight": 0}
     for name in calls:
         real = getattr(tmc, f"masked_conv2d_{name}")
@@ -136,6 +158,7 @@ def _count_grad_kernels(monkeypatch):
         def counted(*a, _real=real, _name=name, **k):
             calls[_name] += 1
             return _real(*a, **k)
+
         monkeypatch.setattr(tmc, f"masked_conv2d_{name}", counted)
     return calls
 
@@ -153,9 +176,15 @@ def test_model_first_layer_skips_grad_input(monkeypatch):
     """The image needs no gradient: one grad_input per layer except the first, one grad_weight per layer."""
     from pixelcnn.likelihood import nll_nats
     from tests.helpers import random_model
+
     calls = _count_grad_kernels(monkeypatch)
-    model = random_model(channels=1, num_classes=2, hidden=8, blocks=1, kernel_size=3, size=(4, 4),
-                         dtype=torch.float32, std=0.2).to(DEVICE).set_conv_impl("triton")
+    model = (
+        random_model(
+            channels=1, num_classes=2, hidden=8, blocks=1, kernel_size=3, size=(4, 4), dtype=torch.float32, std=0.2
+        )
+        .to(DEVICE)
+        .set_conv_impl("triton")
+    )
     image = torch.randint(0, 256, (1, 1, 4, 4), dtype=torch.uint8, device=DEVICE)
     nll_nats(model(image, torch.tensor([1], device=DEVICE)), image).backward()
     layers = len(model.masked_convs())
@@ -166,14 +195,18 @@ def test_model_first_layer_skips_grad_input(monkeypatch):
 def test_fake_kernels_return_the_real_kernels_strides(layout):
     """Shape, dtype and strides of every op's fake (used by torch.compile) equal the real kernel's."""
     from torch._subclasses.fake_tensor import FakeTensorMode
+
     inp = make_inputs(2, 16, 16, 3, 5, 3, "B", 3, True, True, True)
     if layout == "channels_last":
         inp["x"] = inp["x"].contiguous(memory_format=torch.channels_last)
     x, w, m, b, c, r = (inp[k] for k in ("x", "weight", "mask", "bias", "cond", "residual"))
     ops = torch.ops.pixelcnn
-    calls = [(ops.masked_conv2d, (x, w, m, b, c, r, True)), (ops.masked_conv2d_grad_input, (r, w, m)),
-             (ops.masked_conv2d_grad_weight, (r, x, w, m)),
-             (ops.masked_conv2d, (x[:, :1], w[:, :1], m[:, :1], b, None, None, False))]  # folded first layer
+    calls = [
+        (ops.masked_conv2d, (x, w, m, b, c, r, True)),
+        (ops.masked_conv2d_grad_input, (r, w, m)),
+        (ops.masked_conv2d_grad_weight, (r, x, w, m)),
+        (ops.masked_conv2d, (x[:, :1], w[:, :1], m[:, :1], b, None, None, False)),
+    ]  # folded first layer
     for op, args in calls:
         real = op(*args)
         with FakeTensorMode() as mode:
@@ -211,6 +244,7 @@ def test_autocast_runs_the_op_in_bfloat16_with_fp32_weight_gradients():
 def test_sixty_four_bit_offsets_path_matches(monkeypatch):
     """The I64 variant (chosen for tensors of 2**31 elements or more) computes the same as the 32-bit one."""
     import pixelcnn.ops.triton_masked_conv as tmc
+
     inp = make_inputs(2, 16, 16, 4, 5, 3, "B", 3, True, True, True)
     grad_out = torch.randn(2, 16, 4, 5, generator=torch.Generator().manual_seed(3)).to(DEVICE)
     want, g_want = run(inp, True, "triton", grad_out=grad_out)
@@ -223,6 +257,7 @@ def test_sixty_four_bit_offsets_path_matches(monkeypatch):
 
 def test_too_large_a_weight_is_a_clear_error():
     from pixelcnn.ops.triton_masked_conv import _check_weight_size
+
     with pytest.raises(ValueError, match="32-bit weight offsets"):
         _check_weight_size(2**31)
 
@@ -233,7 +268,8 @@ def _config_dict(cfg):
 
 def _config_cases():
     from pixelcnn.ops import triton_masked_conv as tmc
-    return ([("conv", i) for i in range(len(tmc.CONFIGS))] + [("wgrad", i) for i in range(len(tmc.WGRAD_CONFIGS))])
+
+    return [("conv", i) for i in range(len(tmc.CONFIGS))] + [("wgrad", i) for i in range(len(tmc.WGRAD_CONFIGS))]
 
 
 @pytest.mark.parametrize("kind,index", _config_cases())
@@ -241,12 +277,12 @@ def test_every_autotune_config_matches_reference(kind, index):
     """Each config in the tuner's lists, not only the one it picks (cf. pytorch issue 173068), forward and backward,
     on the per-tap path and on the folded first layer; tiny shapes (one or two tiles) for the interpreter."""
     from pixelcnn.ops import triton_masked_conv as tmc
+
     cfg = _config_dict((tmc.CONFIGS if kind == "conv" else tmc.WGRAD_CONFIGS)[index])
     for shape in [(1, 20, 20, 5, 7, 3, "B", 3), (1, 3, 20, 4, 5, 5, "A", 3)]:
         inp = make_inputs(*shape, True, True, False)
         x, w, m = inp["x"], inp["weight"], inp["mask"]
-        g = tf32_exact(torch.randn(1, w.shape[0], *x.shape[2:], generator=torch.Generator().manual_seed(2))
-                       .to(DEVICE))
+        g = tf32_exact(torch.randn(1, w.shape[0], *x.shape[2:], generator=torch.Generator().manual_seed(2)).to(DEVICE))
         x64, w64 = x.double().requires_grad_(True), w.double().requires_grad_(True)
         ref = masked_conv2d_reference(x64, w64, m.double(), inp["bias"].double(), inp["cond"].double())
         ref.backward(g.double())
@@ -269,6 +305,7 @@ def test_live_taps_are_a_raster_prefix_known_from_the_kernel_size():
     and for mask A on colours (mask A on one colour adds only the all-zero centre)."""
     from pixelcnn.masks import live_taps
     from pixelcnn.ops.triton_masked_conv import live_tap_count
+
     for k in (1, 3, 5, 7):
         for mask_type in ("A", "B"):
             for colors in (1, 3):
@@ -281,6 +318,7 @@ def test_live_taps_are_a_raster_prefix_known_from_the_kernel_size():
 def test_precision_follows_torch_settings(monkeypatch):
     """fp32 on CUDA: TF32 exactly when PyTorch's convolutions may use it; CPU tensors (interpreter): IEEE."""
     from pixelcnn.ops import triton_masked_conv as tmc
+
     conv = getattr(torch.backends.cudnn, "conv", None)
     for allow in (True, False):
         if conv is not None and hasattr(conv, "fp32_precision"):
@@ -294,8 +332,10 @@ def test_precision_follows_torch_settings(monkeypatch):
 def test_model_with_triton_op_compiles_fullgraph_without_graph_breaks():
     from pixelcnn.likelihood import nll_nats
     from tests.helpers import random_model
-    model = random_model(channels=3, num_classes=4, hidden=6, blocks=1, kernel_size=3, size=(4, 5),
-                         dtype=torch.float32, std=0.2).to(DEVICE)
+
+    model = random_model(
+        channels=3, num_classes=4, hidden=6, blocks=1, kernel_size=3, size=(4, 5), dtype=torch.float32, std=0.2
+    ).to(DEVICE)
     image = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8, device=DEVICE)
     labels = torch.tensor([1, 3], device=DEVICE)
     want = model(image, labels)
@@ -317,9 +357,13 @@ def test_model_with_triton_op_compiles_fullgraph_without_graph_breaks():
 
 
 # --- GPU only: seed-like shapes, every precision setting ------------------------------------------------------------
-GPU_CASES = [(8, 3, 64, 32, 32, 7, "A", 3, True, True, False, False), (8, 1, 64, 28, 28, 7, "A", 1, True, True, False,
-             False), (8, 64, 64, 32, 32, 3, "B", 3, True, True, False, True), (4, 256, 256, 16, 16, 3, "B", 3, True,
-             True, True, True), (4, 128, 256, 16, 16, 1, "B", 3, True, False, True, False)]
+GPU_CASES = [
+    (8, 3, 64, 32, 32, 7, "A", 3, True, True, False, False),
+    (8, 1, 64, 28, 28, 7, "A", 1, True, True, False, False),
+    (8, 64, 64, 32, 32, 3, "B", 3, True, True, False, True),
+    (4, 256, 256, 16, 16, 3, "B", 3, True, True, True, True),
+    (4, 128, 256, 16, 16, 1, "B", 3, True, False, True, False),
+]
 
 
 @gpu
@@ -347,8 +391,10 @@ def test_gpu_autotuned_channels_last_model_step_matches_reference():
     """A whole model's forward and backward through the autotuned kernels, against the reference conv."""
     from pixelcnn.likelihood import nll_nats
     from tests.helpers import random_model
-    model = random_model(channels=3, num_classes=4, hidden=32, blocks=2, kernel_size=3, size=(16, 16),
-                         dtype=torch.float64, std=0.05).cuda()
+
+    model = random_model(
+        channels=3, num_classes=4, hidden=32, blocks=2, kernel_size=3, size=(16, 16), dtype=torch.float64, std=0.05
+    ).cuda()
     image = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, device="cuda")
     labels = torch.tensor([0, 1, 2, 3], device="cuda")
     ref = model(image, labels)

@@ -2,6 +2,7 @@
 ahead-of-time path, disassemble the cubin (cuobjdump, shipped in the triton wheel) and check what a GPU would run:
 tensor-core instructions (HGMMA / HMMA) in every bf16 / fp16 / TF32 kernel, no register spills, shared memory within
 the arch's limit, vector (not scalar 16-bit) global loads, and a reasonable compile time (docs/DESIGN.md §6)."""
+
 import json
 import os
 
@@ -33,9 +34,14 @@ def assert_fast_kernel(row, arch):
 
 
 # a subset covering each kernel, each dtype, both arches and both the folded first layer and a per-tap layer
-SUBSET = [("forward", "3x3B-h256", "bf16", 90), ("forward", "7x7A-C3", "tf32", 80), ("grad_input", "3x3B-h64", "fp16", 90),
-          ("grad_input", "3x3B-h256", "tf32", 90), ("grad_weight", "3x3B-h64", "bf16", 80),
-          ("grad_weight", "7x7A-C1", "tf32", 90)]
+SUBSET = [
+    ("forward", "3x3B-h256", "bf16", 90),
+    ("forward", "7x7A-C3", "tf32", 80),
+    ("grad_input", "3x3B-h64", "fp16", 90),
+    ("grad_input", "3x3B-h256", "tf32", 90),
+    ("grad_weight", "3x3B-h64", "bf16", 80),
+    ("grad_weight", "7x7A-C1", "tf32", 90),
+]
 
 
 @pytest.mark.parametrize("kernel,shape,dtype,arch", SUBSET, ids=["-".join(map(str, s)) for s in SUBSET])
@@ -46,8 +52,9 @@ def test_kernel_compiles_to_tensor_cores_without_spills(kernel, shape, dtype, ar
         assert row["hgmma"] > 0, f"sm_90 kernel with >= 4 warps did not use wgmma: {row}"
 
 
-@pytest.mark.parametrize("kind,index", [("conv", i) for i in range(len(tmc.CONFIGS))]
-                         + [("wgrad", i) for i in range(len(tmc.WGRAD_CONFIGS))])
+@pytest.mark.parametrize(
+    "kind,index", [("conv", i) for i in range(len(tmc.CONFIGS))] + [("wgrad", i) for i in range(len(tmc.WGRAD_CONFIGS))]
+)
 def test_no_autotune_config_spills(kind, index):
     """Every config the autotuner may pick compiles for sm_80 in TF32 (the most registers: operands pass through
     registers on the way to HMMA) without spills and within shared memory."""
@@ -62,8 +69,27 @@ def test_no_autotune_config_spills(kind, index):
 
 def test_cli_writes_table_json_and_cubins(tmp_path):
     out_json, out_md, dump = tmp_path / "t.json", tmp_path / "t.md", tmp_path / "cubins"
-    assert ts.main(["--arch", "90", "--dtype", "bf16", "--kernel", "forward", "--shape", "3x3B-h64",
-                    "--json", str(out_json), "--markdown", str(out_md), "--dump", str(dump)]) == 0
+    assert (
+        ts.main(
+            [
+                "--arch",
+                "90",
+                "--dtype",
+                "bf16",
+                "--kernel",
+                "forward",
+                "--shape",
+                "3x3B-h64",
+                "--json",
+                str(out_json),
+                "--markdown",
+                str(out_md),
+                "--dump",
+                str(dump),
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads(out_json.read_text())
     assert (row["kernel"], row["shape"], row["dtype"], row["arch"]) == ("forward", "3x3B-h64", "bf16", 90)
     assert "ESTIMATE" in out_md.read_text() and "| forward | 3x3B-h64 | bf16 | 90 |" in out_md.read_text()

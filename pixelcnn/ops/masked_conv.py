@@ -13,6 +13,7 @@ channels-last (the layout its kernel reads and writes), whatever x's layout. Und
 runs in bf16 (what ``--amp`` asks for). Backward runs grad_input and grad_weight as separate ops, each only
 when autograd needs it (the first layer's image needs no gradient).
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,15 @@ def _as_channels_last(y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.library.custom_op("pixelcnn::masked_conv2d", mutates_args=())
-def _masked_conv2d_op(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: Optional[torch.Tensor],
-                      cond: Optional[torch.Tensor], residual: Optional[torch.Tensor], relu: bool) -> torch.Tensor:
+def _masked_conv2d_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    cond: Optional[torch.Tensor],
+    residual: Optional[torch.Tensor],
+    relu: bool,
+) -> torch.Tensor:
     if _use_triton_kernel(x):
         from pixelcnn.ops.triton_masked_conv import masked_conv2d_forward  # imports triton: only when used
 
@@ -64,8 +72,9 @@ def _grad_input_op(grad_pre: torch.Tensor, weight: torch.Tensor, mask: torch.Ten
 
         return masked_conv2d_grad_input(grad_pre, weight, mask)
     n, _, h, w = grad_pre.shape
-    gx = torch.nn.grad.conv2d_input((n, weight.shape[1], h, w), (weight * mask).to(grad_pre.dtype), grad_pre,
-                                    padding=weight.shape[-1] // 2)
+    gx = torch.nn.grad.conv2d_input(
+        (n, weight.shape[1], h, w), (weight * mask).to(grad_pre.dtype), grad_pre, padding=weight.shape[-1] // 2
+    )
     return _as_channels_last(gx)
 
 
@@ -115,9 +124,16 @@ for _device in ("cuda", "cpu"):
     torch.library.register_autocast("pixelcnn::masked_conv2d", _device, torch.bfloat16)
 
 
-def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                  cond: Optional[torch.Tensor] = None, residual: Optional[torch.Tensor] = None,
-                  relu: bool = False, impl: str = "reference") -> torch.Tensor:
+def masked_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    cond: Optional[torch.Tensor] = None,
+    residual: Optional[torch.Tensor] = None,
+    relu: bool = False,
+    impl: str = "reference",
+) -> torch.Tensor:
     """Masked convolution with fused epilogue through the chosen implementation (see module docstring)."""
     if impl == "reference":
         return masked_conv2d_reference(x, weight, mask, bias, cond, residual, relu)

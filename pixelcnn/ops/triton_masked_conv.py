@@ -16,6 +16,7 @@ Backward: grad_input is the same kernel over the mirrored taps with the transpos
 the pixel range over a third grid axis, each program writing an fp32 partial sum that one ``sum`` reduces (no atomics,
 so it is deterministic). Offsets are 32-bit unless a tensor has 2**31 elements or more (the ``I64`` constexpr).
 """
+
 from __future__ import annotations
 
 import os
@@ -63,13 +64,46 @@ def _upcast(dtype: torch.dtype) -> bool:
 
 
 @triton.jit
-def _conv_kernel(x_ptr, w_ptr, bias_ptr, cond_ptr, res_ptr, out_ptr,
-                 N, H, W, CIN, COUT, TAPS,
-                 sxn, sxc, sxh, sxw, son, soc, soh, sow, srn, src, srh, srw, scn, scc,
-                 KSIZE: tl.constexpr, FLIP: tl.constexpr,
-                 HAS_BIAS: tl.constexpr, HAS_COND: tl.constexpr, HAS_RES: tl.constexpr, RELU: tl.constexpr,
-                 PRECISION: tl.constexpr, UPCAST: tl.constexpr, I64: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _conv_kernel(
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    cond_ptr,
+    res_ptr,
+    out_ptr,
+    N,
+    H,
+    W,
+    CIN,
+    COUT,
+    TAPS,
+    sxn,
+    sxc,
+    sxh,
+    sxw,
+    son,
+    soc,
+    soh,
+    sow,
+    srn,
+    src,
+    srh,
+    srw,
+    scn,
+    scc,
+    KSIZE: tl.constexpr,
+    FLIP: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_COND: tl.constexpr,
+    HAS_RES: tl.constexpr,
+    RELU: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    I64: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """out[p, :] = act(sum over live taps t of x[p + d_t, :] @ Wp[t] + epilogue); FLIP uses p - d_t (grad_input).
 
     ``w_ptr`` is the packed weight ``[TAPS * CIN, COUT]`` (row ``t * CIN + ci``)."""
@@ -103,10 +137,16 @@ def _conv_kernel(x_ptr, w_ptr, bias_ptr, cond_ptr, res_ptr, out_ptr,
         valid = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < CIN
-        a = tl.load(x_rows[:, None] + (dy * sxh + dx * sxw) + offs_k[None, :] * sxc,
-                    mask=valid[:, None] & mask_k[None, :], other=0.0)
-        b = tl.load(w_ptr + (t * CIN + offs_k)[:, None] * COUT + offs_n[None, :],
-                    mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        a = tl.load(
+            x_rows[:, None] + (dy * sxh + dx * sxw) + offs_k[None, :] * sxc,
+            mask=valid[:, None] & mask_k[None, :],
+            other=0.0,
+        )
+        b = tl.load(
+            w_ptr + (t * CIN + offs_k)[:, None] * COUT + offs_n[None, :],
+            mask=mask_k[:, None] & mask_n[None, :],
+            other=0.0,
+        )
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
@@ -117,8 +157,11 @@ def _conv_kernel(x_ptr, w_ptr, bias_ptr, cond_ptr, res_ptr, out_ptr,
     if HAS_COND:
         acc += tl.load(cond_ptr + img[:, None] * scn + offs_n[None, :] * scc, mask=out_mask, other=0.0).to(tl.float32)
     if HAS_RES:
-        acc += tl.load(res_ptr + img[:, None] * srn + offs_n[None, :] * src + oh[:, None] * srh + ow[:, None] * srw,
-                       mask=out_mask, other=0.0).to(tl.float32)
+        acc += tl.load(
+            res_ptr + img[:, None] * srn + offs_n[None, :] * src + oh[:, None] * srh + ow[:, None] * srw,
+            mask=out_mask,
+            other=0.0,
+        ).to(tl.float32)
     if RELU:
         acc = tl.maximum(acc, 0.0)
     out = out_ptr + img[:, None] * son + offs_n[None, :] * soc + oh[:, None] * soh + ow[:, None] * sow
@@ -126,10 +169,33 @@ def _conv_kernel(x_ptr, w_ptr, bias_ptr, cond_ptr, res_ptr, out_ptr,
 
 
 @triton.jit
-def _wgrad_kernel(x_ptr, g_ptr, part_ptr, N, H, W, CIN, COUT, TAPS, M_PER_SPLIT,
-                  sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
-                  KSIZE: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-                  I64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _wgrad_kernel(
+    x_ptr,
+    g_ptr,
+    part_ptr,
+    N,
+    H,
+    W,
+    CIN,
+    COUT,
+    TAPS,
+    M_PER_SPLIT,
+    sxn,
+    sxc,
+    sxh,
+    sxw,
+    sgn,
+    sgc,
+    sgh,
+    sgw,
+    KSIZE: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    I64: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """part[s, t * CIN + ci, co] = sum over pixels p of split s of x[p + d_t, ci] * g[p, co]."""
     P: tl.constexpr = KSIZE // 2
     pid_k = tl.program_id(0)
@@ -162,8 +228,11 @@ def _wgrad_kernel(x_ptr, g_ptr, part_ptr, N, H, W, CIN, COUT, TAPS, M_PER_SPLIT,
         valid = mask_k[:, None] & (mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))[None, :]
         xoff = (img * sxn + ih * sxh + iw * sxw)[None, :] + (c * sxc)[:, None]
         xt = tl.load(x_ptr + xoff, mask=valid, other=0.0)
-        g = tl.load(g_ptr + (img * sgn + oh * sgh + ow * sgw)[:, None] + offs_n[None, :] * sgc,
-                    mask=mask_m[:, None] & mask_n[None, :], other=0.0)
+        g = tl.load(
+            g_ptr + (img * sgn + oh * sgh + ow * sgw)[:, None] + offs_n[None, :] * sgc,
+            mask=mask_m[:, None] & mask_n[None, :],
+            other=0.0,
+        )
         if UPCAST:
             xt = xt.to(tl.float32)
             g = g.to(tl.float32)
@@ -174,16 +243,33 @@ def _wgrad_kernel(x_ptr, g_ptr, part_ptr, N, H, W, CIN, COUT, TAPS, M_PER_SPLIT,
 
 # --- autotuning ------------------------------------------------------------------------------------------------
 # (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages). A 128 x 128 fp32 accumulator takes 8 warps (4 spill in the epilogue;
-# 128 x 256 spills even with 8: benchmarks.triton_sass shows it). grad_weight's tile is [BLOCK_K channels x BLOCK_N] over BLOCK_M pixels: BLOCK_K >= 64 lets sm_90 use wgmma.
-CONV_SHAPES = [(128, 128, 64, 8, 3), (128, 128, 32, 8, 4), (128, 64, 64, 4, 3), (128, 64, 32, 4, 4),
-               (64, 128, 32, 4, 4), (64, 64, 32, 4, 3), (32, 32, 16, 2, 2)]
-WGRAD_SHAPES = [(64, 128, 128, 8, 3), (32, 128, 128, 8, 4), (64, 128, 64, 4, 3), (64, 64, 64, 4, 4),
-                (32, 64, 64, 4, 4), (64, 128, 32, 4, 3), (32, 32, 32, 2, 2)]
+# 128 x 256 spills even with 8: benchmarks.triton_sass shows it). grad_weight's tile is [BLOCK_K channels x
+# BLOCK_N] summed over BLOCK_M pixels at a time: BLOCK_K >= 64 lets sm_90 use wgmma.
+CONV_SHAPES = [
+    (128, 128, 64, 8, 3),
+    (128, 128, 32, 8, 4),
+    (128, 64, 64, 4, 3),
+    (128, 64, 32, 4, 4),
+    (64, 128, 32, 4, 4),
+    (64, 64, 32, 4, 3),
+    (32, 32, 16, 2, 2),
+]
+WGRAD_SHAPES = [
+    (64, 128, 128, 8, 3),
+    (32, 128, 128, 8, 4),
+    (64, 128, 64, 4, 3),
+    (64, 64, 64, 4, 4),
+    (32, 64, 64, 4, 4),
+    (64, 128, 32, 4, 3),
+    (32, 32, 32, 2, 2),
+]
 
 
 def _configs(shapes):
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-            for bm, bn, bk, w, s in shapes]
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+        for bm, bn, bk, w, s in shapes
+    ]
 
 
 CONFIGS = _configs(CONV_SHAPES)
@@ -208,10 +294,14 @@ def _pow2_at_least_16(n: int) -> int:
 def prune_configs(configs, m: int, k: int, n: int, element_size: int, wgrad: bool = False):
     """Configs whose tiles fit the problem (no block beyond the next power of two of its extent) and whose pipeline
     fits shared memory at this dtype; never empty (the smallest config stays)."""
-    keep = [c for c in configs
-            if c.kwargs["BLOCK_M"] <= _pow2_at_least_16(m) and c.kwargs["BLOCK_N"] <= _pow2_at_least_16(n)
-            and c.kwargs["BLOCK_K"] <= _pow2_at_least_16(k)
-            and smem_bytes(c.kwargs, element_size, c.num_stages, wgrad) <= SMEM_BUDGET]
+    keep = [
+        c
+        for c in configs
+        if c.kwargs["BLOCK_M"] <= _pow2_at_least_16(m)
+        and c.kwargs["BLOCK_N"] <= _pow2_at_least_16(n)
+        and c.kwargs["BLOCK_K"] <= _pow2_at_least_16(k)
+        and smem_bytes(c.kwargs, element_size, c.num_stages, wgrad) <= SMEM_BUDGET
+    ]
     if not keep:
         keep = [min(configs, key=lambda c: smem_bytes(c.kwargs, element_size, c.num_stages, wgrad))]
     return keep
@@ -229,8 +319,9 @@ def _prune_wgrad(configs, named_args, **kwargs):
 
 _KEY = ["CIN", "COUT", "TAPS", "H", "W"]
 _conv_tuned = triton.autotune(CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune_conv})(_conv_kernel)
-_wgrad_tuned = triton.autotune(WGRAD_CONFIGS, key=_KEY + ["M_PER_SPLIT"],
-                               prune_configs_by={"early_config_prune": _prune_wgrad})(_wgrad_kernel)
+_wgrad_tuned = triton.autotune(
+    WGRAD_CONFIGS, key=_KEY + ["M_PER_SPLIT"], prune_configs_by={"early_config_prune": _prune_wgrad}
+)(_wgrad_kernel)
 
 
 # --- launchers -------------------------------------------------------------------------------------------------
@@ -258,7 +349,7 @@ def fold_live_taps(x: torch.Tensor, k: int) -> torch.Tensor:
     p, taps = k // 2, live_tap_count(k)
     kp = triton.cdiv(taps * c, 16) * 16
     xp = F.pad(x, (p, p, p, 0))  # live taps reach rows above and columns either side, never rows below
-    cols = [xp[:, :, ky:ky + h, kx:kx + w] for ky, kx in (divmod(t, k) for t in range(taps))]
+    cols = [xp[:, :, ky : ky + h, kx : kx + w] for ky, kx in (divmod(t, k) for t in range(taps))]
     if kp > taps * c:
         cols.append(x.new_zeros((n, kp - taps * c, h, w)))
     out = empty_channels_last((n, kp, h, w), x)
@@ -281,8 +372,10 @@ def _needs_i64(*tensors) -> bool:
 
 def _check_weight_size(numel: int) -> None:
     if numel > INT32_MAX:
-        raise ValueError(f"packed masked-conv weight has {numel} elements, more than the kernel's 32-bit weight "
-                         f"offsets allow (2**31 - 1); use fewer channels or impl='reference'")
+        raise ValueError(
+            f"packed masked-conv weight has {numel} elements, more than the kernel's 32-bit weight "
+            f"offsets allow (2**31 - 1); use fewer channels or impl='reference'"
+        )
 
 
 def _fixed_config(config: Optional[dict]) -> Optional[dict]:
@@ -308,12 +401,35 @@ def _launch_conv(x, wpk, cout, ksize, flip, bias, cond, residual, relu, config=N
     dummy = out
     rs = residual.stride() if residual is not None else (0, 0, 0, 0)
     cs = cond.stride() if cond is not None else (0, 0)
-    args = (x, wpk, bias if bias is not None else dummy, cond if cond is not None else dummy,
-            residual if residual is not None else dummy, out, n, h, w, cin, cout, taps, *x.stride(),
-            *out.stride(), *rs, *cs)
-    flags = dict(KSIZE=ksize, FLIP=flip, HAS_BIAS=bias is not None, HAS_COND=cond is not None,
-                 HAS_RES=residual is not None, RELU=relu, PRECISION=dot_precision(x), UPCAST=_upcast(x.dtype),
-                 I64=_needs_i64(x, out, residual))
+    args = (
+        x,
+        wpk,
+        bias if bias is not None else dummy,
+        cond if cond is not None else dummy,
+        residual if residual is not None else dummy,
+        out,
+        n,
+        h,
+        w,
+        cin,
+        cout,
+        taps,
+        *x.stride(),
+        *out.stride(),
+        *rs,
+        *cs,
+    )
+    flags = dict(
+        KSIZE=ksize,
+        FLIP=flip,
+        HAS_BIAS=bias is not None,
+        HAS_COND=cond is not None,
+        HAS_RES=residual is not None,
+        RELU=relu,
+        PRECISION=dot_precision(x),
+        UPCAST=_upcast(x.dtype),
+        I64=_needs_i64(x, out, residual),
+    )
     m = n * h * w
     config = _fixed_config(config)
     if config is None:
@@ -325,9 +441,16 @@ def _launch_conv(x, wpk, cout, ksize, flip, bias, cond, residual, relu, config=N
     return out
 
 
-def masked_conv2d_forward(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: Optional[torch.Tensor],
-                          cond: Optional[torch.Tensor], residual: Optional[torch.Tensor], relu: bool,
-                          config: Optional[dict] = None) -> torch.Tensor:
+def masked_conv2d_forward(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    cond: Optional[torch.Tensor],
+    residual: Optional[torch.Tensor],
+    relu: bool,
+    config: Optional[dict] = None,
+) -> torch.Tensor:
     """``act(conv(x, W*M) + bias + cond + residual)``, channels-last, in x's dtype (shapes as in ``masked_conv``)."""
     cout, cin, k, _ = weight.shape
     wpk = pack_weight_taps(weight, mask).to(x.dtype)
@@ -338,12 +461,14 @@ def masked_conv2d_forward(x: torch.Tensor, weight: torch.Tensor, mask: torch.Ten
     return _launch_conv(channels_last(x), wpk, cout, k, False, bias, cond, residual, relu, config)
 
 
-def masked_conv2d_grad_input(grad_pre: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                             config: Optional[dict] = None) -> torch.Tensor:
+def masked_conv2d_grad_input(
+    grad_pre: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, config: Optional[dict] = None
+) -> torch.Tensor:
     """d conv(x, W*M) / dx given the pre-activation gradient ``[N, Cout, H, W]``: channels-last ``[N, Cin, H, W]``."""
     wpk_t = pack_weight_taps(weight, mask, transpose=True).to(grad_pre.dtype)
-    return _launch_conv(channels_last(grad_pre), wpk_t, weight.shape[1], weight.shape[-1], True, None, None, None,
-                        False, config)
+    return _launch_conv(
+        channels_last(grad_pre), wpk_t, weight.shape[1], weight.shape[-1], True, None, None, None, False, config
+    )
 
 
 def sm_count(device: torch.device) -> int:
@@ -360,8 +485,9 @@ def wgrad_splits(m: int, taps: int, cin: int, cout: int, sms: int) -> tuple[int,
     return triton.cdiv(m, per), per
 
 
-def masked_conv2d_grad_weight(grad_pre: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                              config: Optional[dict] = None) -> torch.Tensor:
+def masked_conv2d_grad_weight(
+    grad_pre: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, config: Optional[dict] = None
+) -> torch.Tensor:
     """d conv(x, W*M) / dW given the pre-activation gradient: ``[Cout, Cin, k, k]`` in W's dtype, 0 on masked taps."""
     cout, cin, k, _ = weight.shape
     taps = live_tap_count(k)
@@ -383,5 +509,5 @@ def masked_conv2d_grad_weight(grad_pre: torch.Tensor, x: torch.Tensor, weight: t
     else:
         _wgrad_kernel[grid(config)](*args, **flags, **_config_launch_args(config))
     full = torch.zeros((k * k, cin, cout), device=x.device, dtype=torch.float32)
-    full[:taps] = part.sum(0)[:taps * cin].view(taps, cin, cout)
+    full[:taps] = part.sum(0)[: taps * cin].view(taps, cin, cout)
     return (full.view(k, k, cin, cout).permute(3, 2, 0, 1) * mask).to(weight.dtype).contiguous()
