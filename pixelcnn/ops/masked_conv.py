@@ -16,7 +16,10 @@ when autograd needs it (the first layer's image needs no gradient).
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Optional
 
 import torch
@@ -140,3 +143,35 @@ def masked_conv2d(
     if impl == "triton":
         return _masked_conv2d_op(x, weight, mask, bias, cond, residual, relu)
     raise ValueError(f"unknown conv implementation {impl!r}; expected one of {CONV_IMPLS}")
+
+
+_AUTO_CHOICE: dict = {}
+
+
+def choose_conv_impl(run_step: Callable[[str], None], device: torch.device, key, iterations: int = 3) -> str:
+    """``--conv auto``: the faster implementation for this device and ``key`` (the model's shape), by measurement.
+
+    On CUDA, times ``run_step(impl)`` (a forward+backward with the model switched to ``impl``) for every
+    implementation, after one untimed call each (Triton compiles and autotunes there), and caches the choice per
+    (device name, key) for the process; the choice and timings are logged. Any other device: ``reference``."""
+    if device.type != "cuda":
+        return "reference"
+    cache_key = (torch.cuda.get_device_name(device), key)
+    if cache_key not in _AUTO_CHOICE:
+        seconds = {}
+        for impl in CONV_IMPLS:
+            run_step(impl)
+            torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            for _ in range(iterations):
+                run_step(impl)
+            torch.cuda.synchronize(device)
+            seconds[impl] = (time.perf_counter() - start) / iterations
+        _AUTO_CHOICE[cache_key] = min(seconds, key=seconds.get)
+        logging.getLogger(__name__).warning(
+            "--conv auto on %s: %s (%s per forward+backward)",
+            cache_key[0],
+            _AUTO_CHOICE[cache_key],
+            ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in seconds.items()),
+        )
+    return _AUTO_CHOICE[cache_key]
