@@ -89,14 +89,23 @@ def kernel_call(kernel: str, layer: Layer, dtype: str, config: dict):
     """(jit function, {arg: value}, constexprs) as the launcher would call it for ``layer``; values are ints, or the
     element type string for pointers."""
     elt = ELEMENT[dtype][0]
-    precision = "ieee" if dtype == "ieee" else "tf32"
+    precision = "tf32" if dtype == "tf32" else "ieee"  # as dot_precision: 16-bit operands ignore it
     n, h, w = layer.n, layer.h, layer.w
     ksize, taps, cin, cout = kernel_geometry(layer, kernel)
     blocks = {key: config[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
     if kernel == "grad_weight":
         per = tmc.wgrad_splits(layer.pixels, taps, cin, cout, H100_SMS)[1]
         args = dict(
-            x_ptr=elt, g_ptr=elt, part_ptr="fp32", N=n, H=h, W=w, CIN=cin, COUT=cout, TAPS=taps, M_PER_SPLIT=per
+            x_ptr=elt,
+            g_ptr=elt,
+            part_ptr="fp32",
+            M=layer.pixels,
+            H=h,
+            W=w,
+            CIN=cin,
+            COUT=cout,
+            TAPS=taps,
+            M_PER_SPLIT=per,
         )
         for name, s in zip(("sxn", "sxc", "sxh", "sxw"), _channels_last_strides(n, cin, h, w), strict=True):
             args[name] = s
@@ -113,7 +122,7 @@ def kernel_call(kernel: str, layer: Layer, dtype: str, config: dict):
         cond_ptr=elt,
         res_ptr=elt,
         out_ptr=elt,
-        N=n,
+        M=layer.pixels,
         H=h,
         W=w,
         CIN=cin,

@@ -71,7 +71,7 @@ def _conv_kernel(
     cond_ptr,
     res_ptr,
     out_ptr,
-    N,
+    M,
     H,
     W,
     CIN,
@@ -114,7 +114,7 @@ def _conv_kernel(
         offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     else:
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_m = offs_m < N * H * W
+    mask_m = offs_m < M
     img = offs_m // (H * W)
     hw = offs_m % (H * W)
     oh = hw // W
@@ -173,7 +173,7 @@ def _wgrad_kernel(
     x_ptr,
     g_ptr,
     part_ptr,
-    N,
+    M,
     H,
     W,
     CIN,
@@ -202,11 +202,9 @@ def _wgrad_kernel(
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     split = tl.program_id(2)
     mask_n = offs_n < COUT
-    M = N * H * W
     if I64:
-        m_start = split.to(tl.int64) * M_PER_SPLIT
-    else:
-        m_start = split * M_PER_SPLIT
+        split = split.to(tl.int64)
+    m_start = split * M_PER_SPLIT
     m_end = tl.minimum(m_start + M_PER_SPLIT, M)
     KCH = tl.cdiv(CIN, BLOCK_K)
     t = pid_k // KCH
@@ -309,7 +307,7 @@ def prune_configs(configs, m: int, k: int, n: int, element_size: int, wgrad: boo
 
 def _prune_conv(configs, named_args, **kwargs):
     a = named_args
-    return prune_configs(configs, a["N"] * a["H"] * a["W"], a["CIN"], a["COUT"], a["x_ptr"].element_size())
+    return prune_configs(configs, a["M"], a["CIN"], a["COUT"], a["x_ptr"].element_size())
 
 
 def _prune_wgrad(configs, named_args, **kwargs):
@@ -408,7 +406,7 @@ def _launch_conv(x, wpk, cout, ksize, flip, bias, cond, residual, relu, config=N
         cond if cond is not None else dummy,
         residual if residual is not None else dummy,
         out,
-        n,
+        n * h * w,
         h,
         w,
         cin,
@@ -500,7 +498,7 @@ def masked_conv2d_grad_weight(
     _check_weight_size(tk * ck * cout)
     splits, per = wgrad_splits(n * h * w, tk, ck, cout, sm_count(x.device))
     part = torch.empty((splits, tk * ck, cout), device=x.device, dtype=torch.float32)
-    args = (xk, g, part, n, h, w, ck, cout, tk, per, *xk.stride(), *g.stride())
+    args = (xk, g, part, n * h * w, h, w, ck, cout, tk, per, *xk.stride(), *g.stride())
     flags = dict(KSIZE=kk, PRECISION=dot_precision(xk), UPCAST=_upcast(x.dtype), I64=_needs_i64(xk, g, part))
     grid = lambda meta: (tk * triton.cdiv(ck, meta["BLOCK_K"]), triton.cdiv(cout, meta["BLOCK_N"]), splits)
     config = _fixed_config(config)
