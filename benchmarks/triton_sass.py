@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import triton
 from triton.backends.compiler import GPUTarget
 
+from pixelcnn.atomic import atomic_write_text
 from pixelcnn.ops import triton_masked_conv as tmc
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
@@ -207,8 +208,22 @@ def sass_stats(cubin: bytes) -> dict:
     reg = re.search(r"REG:(\d+)", res)
     stack = re.search(r"STACK:(\d+)", res)
     local = re.search(r"LOCAL:(\d+)", res)
-    ops = [m.group(1) for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass)]
-    count = lambda pred: sum(1 for op in ops if pred(op))
+    code = [
+        (int(m.group(1), 16), m.group(2), m.group(3))
+        for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);", sass)
+    ]
+    ops = [op for _, op, _ in code]
+    count = lambda pred, seq=ops: sum(1 for op in seq if pred(op))
+    mma_at = [addr for addr, op, _ in code if op.startswith(("HGMMA", "HMMA"))]
+    loop = []  # the main loop: the widest backward branch whose body holds an MMA
+    for addr, op, args in code:
+        target = re.search(r"0x([0-9a-f]+)", args) if op.startswith("BRA") else None
+        if target and int(target.group(1), 16) < addr:
+            lo = int(target.group(1), 16)
+            body = [o for a, o, _ in code if lo <= a <= addr]
+            if any(lo <= a <= addr for a in mma_at) and len(body) > len(loop):
+                loop = body
+    scalar16 = lambda op: op.startswith("LDG") and (".U16" in op or ".S16" in op)
     return dict(
         registers=int(reg.group(1)) if reg else -1,
         spill_bytes=(int(stack.group(1)) if stack else 0) + (int(local.group(1)) if local else 0),
@@ -216,8 +231,10 @@ def sass_stats(cubin: bytes) -> dict:
         hgmma=count(lambda op: op.startswith("HGMMA")),
         hmma=count(lambda op: op.startswith("HMMA")),
         ffma=count(lambda op: op.startswith("FFMA")),
-        scalar16_loads=count(lambda op: op.startswith("LDG") and (".U16" in op or ".S16" in op)),
+        scalar16_loads=count(scalar16),
+        loop_scalar16_loads=count(scalar16, loop),
         vector_loads=count(lambda op: op.startswith(("LDG", "LDGSTS")) and (".128" in op or ".64" in op)),
+        loop_vector_loads=count(lambda op: op.startswith(("LDG", "LDGSTS")) and (".128" in op or ".64" in op), loop),
         instructions=len(ops),
     )
 
@@ -300,8 +317,9 @@ COLUMNS = [
     "hgmma",
     "hmma",
     "ffma",
+    "loop_scalar16_loads",
+    "loop_vector_loads",
     "scalar16_loads",
-    "vector_loads",
     "gflop",
     "roofline_us",
     "compile_s",
@@ -312,8 +330,10 @@ def markdown(table: list[dict]) -> str:
     lines = [
         "# Triton masked conv: SASS of the compiled kernels (no GPU; Triton AOT for the named arch)",
         "",
-        f"triton {triton.__version__}. `shared` in bytes; `scalar16_loads`/`vector_loads`: 16-bit scalar and "
-        "64/128-bit global loads (LDG/LDGSTS) in the whole kernel; `roofline_us`: an ESTIMATE for an H100 "
+        f"triton {triton.__version__}. `shared` in bytes; `loop_scalar16_loads`/"
+        "`loop_vector_loads`: 16-bit scalar and 64/128-bit global loads (LDG/LDGSTS) in the main loop (first to last "
+        "MMA); `scalar16_loads`: the whole kernel (the epilogue's bias / class-vector loads); `roofline_us`: an "
+        "ESTIMATE for an H100 "
         f"(bf16/fp16 {PEAK_TFLOPS['bf16']:.0f}, TF32 {PEAK_TFLOPS['tf32']:.0f} TFLOP/s, {PEAK_TBPS} TB/s), "
         "FLOPs over live taps only, not a measurement.",
         "",
@@ -342,20 +362,39 @@ def main(argv=None) -> int:
         default="first",
         help="first: the first config the pruned autotune list holds; all: every pruned config",
     )
+    p.add_argument(
+        "--case",
+        nargs="+",
+        metavar="KERNEL:SHAPE:DTYPE:ARCH",
+        help="compile only these combinations (instead of the product of the lists above)",
+    )
     p.add_argument("--dump", help="directory for the cubins")
     p.add_argument("--json", help="write the rows as JSON")
     p.add_argument("--markdown", help="write the table as markdown (e.g. benchmarks/results/triton-sass.md)")
     a = p.parse_args(argv)
-    layers = [layer for layer in SEED_LAYERS if layer.name in a.shape]
-    table = rows(a.kernel, layers, a.dtype, a.arch, a.configs, a.dump)
+    if os.environ.get("TRITON_INTERPRET") == "1":  # the CPU tests set it; it makes triton.language uncompilable
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        argv = sys.argv[1:] if argv is None else list(argv)
+        return subprocess.run([sys.executable, "-m", "benchmarks.triton_sass", *argv], env=env).returncode
+    layers = {layer.name: layer for layer in SEED_LAYERS}
+    if a.case:
+        table = []
+        for case in a.case:
+            kernel, shape, dtype, arch = case.split(":")
+            if kernel not in KERNELS or shape not in layers or dtype not in ELEMENT or int(arch) not in SMEM_LIMIT:
+                p.error(
+                    f"--case {case}: expected KERNEL:SHAPE:DTYPE:ARCH from {KERNELS}, {sorted(layers)}, "
+                    f"{sorted(ELEMENT)}, {sorted(SMEM_LIMIT)}"
+                )
+            table += rows([kernel], [layers[shape]], [dtype], [int(arch)], a.configs, a.dump)
+    else:
+        table = rows(a.kernel, [layers[s] for s in a.shape], a.dtype, a.arch, a.configs, a.dump)
     text = markdown(table)
     print(text)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(table, f, indent=1)
+        atomic_write_text(a.json, json.dumps(table, indent=1))
     if a.markdown:
-        with open(a.markdown, "w") as f:
-            f.write(text)
+        atomic_write_text(a.markdown, text)
     return 0
 
 
