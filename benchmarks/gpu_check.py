@@ -50,13 +50,22 @@ def check_versions() -> list[str]:
     return problems
 
 
+def _new_precision_api() -> bool:
+    return hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision")  # torch >= 2.9
+
+
+def set_conv_tf32(tf32: bool) -> None:
+    """Whether cuDNN convolutions (and so the Triton kernel) may use TF32: the per-op setting on torch >= 2.9 (mixing
+    it with the legacy ``allow_tf32`` makes reading either an error), ``allow_tf32`` before."""
+    if _new_precision_api():
+        torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
 def _set_precision(precision: str) -> torch.dtype:
     """PyTorch's fp32 convolution precision for a run (the Triton kernel follows the same setting)."""
-    tf32 = precision == "tf32"
-    torch.backends.cudnn.allow_tf32 = tf32
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        conv.fp32_precision = "tf32" if tf32 else "ieee"
+    set_conv_tf32(precision == "tf32")
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
@@ -67,10 +76,8 @@ def time_kernels(cases=None, precisions=PRECISIONS, impls=("reference", "cropped
     from benchmarks.bench_masked_conv import SEED_CASES, make_case, step_fn
 
     rows = []
-    saved = (
-        torch.backends.cudnn.allow_tf32,
-        getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None),
-    )
+    api = _new_precision_api()
+    saved = torch.backends.cudnn.conv.fp32_precision if api else torch.backends.cudnn.allow_tf32
     try:
         for case in cases or SEED_CASES:
             for precision in precisions:
@@ -97,9 +104,10 @@ def time_kernels(cases=None, precisions=PRECISIONS, impls=("reference", "cropped
                             flush=True,
                         )
     finally:
-        torch.backends.cudnn.allow_tf32 = saved[0]
-        if saved[1] is not None:
-            torch.backends.cudnn.conv.fp32_precision = saved[1]
+        if api:
+            torch.backends.cudnn.conv.fp32_precision = saved
+        else:
+            torch.backends.cudnn.allow_tf32 = saved
     return rows
 
 

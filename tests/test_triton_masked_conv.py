@@ -329,6 +329,28 @@ def test_precision_follows_torch_settings(monkeypatch):
     assert tmc.dot_precision(torch.zeros(1)) == "ieee"
 
 
+def test_precision_none_inherits_and_the_legacy_switch_is_honoured(monkeypatch):
+    """torch >= 2.9: a conv setting of "none" inherits cuDNN's, then the global one (IEEE at the top); the legacy
+    ``allow_tf32`` switch (which writes the per-op settings) still decides."""
+    from pixelcnn.ops import triton_masked_conv as tmc
+
+    cudnn = torch.backends.cudnn
+    if not hasattr(getattr(cudnn, "conv", None), "fp32_precision"):
+        pytest.skip("torch < 2.9: only allow_tf32 exists (covered above)")
+    monkeypatch.setattr(cudnn, "allow_tf32", False)
+    assert tmc.fp32_precision() == "ieee"
+    monkeypatch.setattr(cudnn, "allow_tf32", True)
+    assert tmc.fp32_precision() == "tf32"
+    monkeypatch.setattr(cudnn.conv, "fp32_precision", "none")
+    monkeypatch.setattr(cudnn, "fp32_precision", "none")
+    monkeypatch.setattr(torch.backends, "fp32_precision", "none")
+    assert tmc.fp32_precision() == "ieee"
+    monkeypatch.setattr(torch.backends, "fp32_precision", "tf32")
+    assert tmc.fp32_precision() == "tf32"
+    monkeypatch.setattr(cudnn, "fp32_precision", "ieee")
+    assert tmc.fp32_precision() == "ieee"
+
+
 def test_model_with_triton_op_compiles_fullgraph_without_graph_breaks():
     from pixelcnn.likelihood import nll_nats
     from tests.helpers import random_model
@@ -371,9 +393,10 @@ GPU_CASES = [
 @pytest.mark.parametrize("case", GPU_CASES, ids=case_id)
 def test_gpu_fp32_within_bound_of_float64_reference(monkeypatch, case, tf32):
     conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9; mixing in allow_tf32 is an error
         monkeypatch.setattr(conv, "fp32_precision", "tf32" if tf32 else "ieee")
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+    else:
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
     *shape, bias, cond, residual, relu = case
     check_against_ref64(make_inputs(*shape, bias, cond, residual), relu)
 

@@ -43,12 +43,23 @@ def live_tap_count(kernel_size: int) -> int:
 
 
 def fp32_precision() -> str:
-    """``"tf32"`` when PyTorch's own convolutions may use TF32 on fp32 inputs, else ``"ieee"``."""
-    conv = getattr(torch.backends.cudnn, "conv", None)  # torch >= 2.9: per-op fp32_precision
-    p = getattr(conv, "fp32_precision", None)
-    if p in ("tf32", "ieee"):
-        return p
-    return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    """``"tf32"`` when PyTorch's own (cuDNN) convolutions may use TF32 on fp32 inputs, else ``"ieee"``.
+
+    torch >= 2.9 has per-op settings, ``"none"`` meaning "as the level above" (conv -> cudnn -> global, IEEE at the
+    top); reading the legacy ``allow_tf32`` there can raise when conv and RNN settings differ, so it is read only on
+    older versions."""
+    cudnn = torch.backends.cudnn
+    conv = getattr(cudnn, "conv", None)
+    if conv is None or not hasattr(conv, "fp32_precision"):
+        return "tf32" if cudnn.allow_tf32 else "ieee"
+    for p in (
+        conv.fp32_precision,
+        getattr(cudnn, "fp32_precision", "none"),
+        getattr(torch.backends, "fp32_precision", "none"),
+    ):
+        if p in ("tf32", "ieee"):
+            return p
+    return "ieee"
 
 
 def dot_precision(x: torch.Tensor) -> str:
