@@ -5,6 +5,7 @@ On a CUDA machine (torch >= 2.11, triton >= 3.6, pytest; no package registry nee
 2. runs the test suite, whose GPU-only tests run there (float64 references, TF32 as PyTorch sets it),
 3. times the masked-conv kernel on the seed's layer shapes: Triton vs cuDNN on W*M and vs cuDNN on the cropped
    (k//2+1) x k kernel, fp32 (TF32 and IEEE) and bf16, forward and forward+backward, TFLOP/s over live taps,
+   and a seed-size train step (reference vs triton, fp32 and --amp),
 4. writes ``benchmarks/results/<gpu-name>.md`` (and ``.json``) naming the device and versions.
 On a machine without a GPU it says so, runs the static checks (the kernels compiled for sm_90 / sm_80 and their SASS
 read, ``benchmarks.triton_sass``) and exits 0. ``--from-json F`` renders the report of an earlier run's JSON.
@@ -111,6 +112,37 @@ def time_kernels(cases=None, precisions=PRECISIONS, impls=("reference", "cropped
     return rows
 
 
+def time_train_steps(batch=64, size=32, channels=3, hidden=256, blocks=15, rep_ms: int = 200):
+    """Median ms of one seed-size Adam step (the training loss of ``pixelcnn.train``) per conv impl, fp32 and --amp."""
+    import triton
+
+    from pixelcnn.config import ModelConfig
+    from pixelcnn.model import PixelCNN
+    from pixelcnn.train import loss_fn
+
+    rows = []
+    for impl in ("reference", "triton"):
+        for amp in (False, True):
+            torch.manual_seed(0)
+            config = ModelConfig(
+                channels=channels, image_size=(size, size), num_classes=10, hidden=hidden, blocks=blocks
+            )
+            model = PixelCNN(config).cuda().set_conv_impl(impl)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+            image = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8, device="cuda")
+            labels = torch.arange(batch, device="cuda") % 10
+
+            def step(model=model, opt=opt, image=image, labels=labels, amp=amp):
+                opt.zero_grad(set_to_none=True)
+                loss_fn(model, image, labels, amp).backward()
+                opt.step()
+
+            ms = triton.testing.do_bench(step, rep=rep_ms, return_mode="median")
+            rows.append(dict(impl=impl, amp=amp, ms=round(ms, 3), images_per_s=round(batch / ms * 1e3, 1)))
+            print(f"train step {impl:9s} amp={amp!s:5s} {ms:8.2f} ms", flush=True)
+    return rows
+
+
 def render_report(result: dict) -> str:
     """Markdown for one run: device, versions, test outcome, and one table row per (case, precision, pass) with
     each implementation's time and Triton's speedup over cuDNN on W*M and on the cropped kernel."""
@@ -144,7 +176,14 @@ def render_report(result: dict) -> str:
             f"{speed['cropped']} |"
         )
     if result.get("train_step"):
-        lines += ["", f"Seed-size train step: {result['train_step']}"]
+        lines += [
+            "",
+            "Seed-size train step (batch 64, 32x32x3, h=256, 15 blocks; Adam; `--amp` = bf16 autocast):",
+            "",
+            "| conv | amp | ms | images/s |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {r['impl']} | {r['amp']} | {r['ms']} | {r['images_per_s']} |" for r in result["train_step"]]
     return "\n".join(lines) + "\n"
 
 
@@ -214,6 +253,8 @@ def main(argv=None) -> int:
 
     cases = SEED_CASES[-1:] if a.quick else SEED_CASES
     result["kernels"] = time_kernels(cases, ("bf16",) if a.quick else PRECISIONS)
+    if not a.quick:
+        result["train_step"] = time_train_steps()
     print("wrote", write_report(result, a.out))
     return status
 

@@ -331,9 +331,9 @@ def markdown(table: list[dict]) -> str:
         "# Triton masked conv: SASS of the compiled kernels (no GPU; Triton AOT for the named arch)",
         "",
         f"triton {triton.__version__}. `shared` in bytes; `loop_scalar16_loads`/"
-        "`loop_vector_loads`: 16-bit scalar and 64/128-bit global loads (LDG/LDGSTS) in the main loop (first to last "
-        "MMA); `scalar16_loads`: the whole kernel (the epilogue's bias / class-vector loads); `roofline_us`: an "
-        "ESTIMATE for an H100 "
+        "`loop_vector_loads`: 16-bit scalar and 64/128-bit global loads (LDG/LDGSTS) in the main loop (the backward "
+        "branch around the MMAs); `compile_s`: 0.0 when Triton's cache held the kernel; `scalar16_loads`: the "
+        "whole kernel (the epilogue's bias / class-vector loads); `roofline_us`: an ESTIMATE for an H100 "
         f"(bf16/fp16 {PEAK_TFLOPS['bf16']:.0f}, TF32 {PEAK_TFLOPS['tf32']:.0f} TFLOP/s, {PEAK_TBPS} TB/s), "
         "FLOPs over live taps only, not a measurement.",
         "",

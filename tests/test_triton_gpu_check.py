@@ -21,6 +21,7 @@ FIXTURE = {
         {"case": "3x3B-h256", "precision": "bf16", "impl": "triton", "mode": "fwd", "ms": 0.12, "tflops": 358.0},
         {"case": "3x3B-h256", "precision": "tf32", "impl": "reference", "mode": "fwd+bwd", "ms": 1.5, "tflops": 86.0},
     ],
+    "train_step": [{"impl": "triton", "amp": True, "ms": 21.5, "images_per_s": 2976.7}],
 }
 
 
@@ -38,6 +39,7 @@ def test_report_from_fixture_json(tmp_path):
     # 0.3 / 0.12 and 0.24 / 0.12: Triton's speedups over cuDNN on W*M and on the crop
     assert "| 3x3B-h256 | bf16 | fwd | 0.3 | 0.24 | 0.12 | 358.0 | 2.50x | 2.00x |" in md
     assert "| 3x3B-h256 | tf32 | fwd+bwd | 1.5 | - | - | - | - | - |" in md  # a row without Triton: no speedup
+    assert "| triton | True | 21.5 | 2976.7 |" in md
     assert json.loads((tmp_path / "out" / "nvidia-h100-80gb-hbm3.json").read_text()) == FIXTURE
 
 
