@@ -5,8 +5,9 @@ channels-last, so one tap's slice of ``BLOCK_K`` input channels is one contiguou
 k x k kernel is live only on a prefix of its taps in raster order (the rows above the centre, then the centre row up
 to and including the centre), so the reduction is ONE software-pipelined loop over the flattened range
 (live tap, K-chunk), with no dead tap ever visited. The centre tap's colour-group mask lives in the packed weight
-``(W*M)[taps * Cin, Cout]``. When ``Cin`` is smaller than one K-chunk (the first layer: C = 1 or 3) the loop instead
-runs over ``taps * Cin`` folded into K, so a 7x7 mask A on RGB is one K = 75 reduction instead of 25 padded ones.
+``(W*M)[taps * Cin, Cout]``. When ``Cin`` is below 16 (the first layer: C = 1 or 3) the launcher folds the live
+taps into channels on the host (``fold_live_taps``: a channels-last ``[N, taps * C padded to 16, H, W]`` copy of the
+small image) and runs a 1x1 GEMM, so a 7x7 mask A on RGB is one K = 80 reduction instead of 25 padded ones.
 Epilogue: bias, class vector, residual, ReLU, fp32 accumulation throughout.
 
 Precision follows PyTorch: bf16/fp16 operands go to the tensor cores; fp32 operands use TF32 when PyTorch lets its
