@@ -136,8 +136,9 @@ def resolve_device(name: str, ddp: Optional[Dist] = None) -> torch.device:
     return torch.device(name)
 
 
-def resolve_conv(conv: str, device: torch.device, model: Optional[PixelCNN] = None, batch_size: int = 16) -> str:
-    """``auto``: the reference on CPU; on CUDA the faster of reference and triton, timed on ``model``."""
+def resolve_conv(conv: str, device: torch.device, model: Optional[PixelCNN] = None, batch_size: int = 16,
+                 amp: bool = False) -> str:
+    """``auto``: the reference on CPU; on CUDA the faster of reference and triton, timed on ``model`` (with ``amp``)."""
     if conv != "auto":
         return conv
     if device.type != "cuda" or model is None:
@@ -151,8 +152,8 @@ def resolve_conv(conv: str, device: torch.device, model: Optional[PixelCNN] = No
 
     def step(impl: str) -> None:
         model.set_conv_impl(impl)
-        nll_nats(model(image, labels), image).backward()
-    choice = choose_conv_impl(step, device, (repr(mc), batch_size))
+        loss_fn(model, image, labels, amp).backward()
+    choice = choose_conv_impl(step, device, (repr(mc), batch_size, amp))
     model.zero_grad(set_to_none=True)
     return choice
 
@@ -281,7 +282,7 @@ def build_run(cfg: Config) -> Run:
     cfg.model = dataclasses.replace(cfg.model, channels=data.channels, image_size=tuple(data.image_size),
                                     num_classes=data.num_classes).validate()
     model = PixelCNN(cfg.model).to(device)
-    conv = resolve_conv(cfg.conv, device, model, cfg.batch_size)
+    conv = resolve_conv(cfg.conv, device, model, cfg.batch_size, cfg.amp and device.type == "cuda")
     model.set_conv_impl(conv)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.lr_factor,
