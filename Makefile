@@ -16,7 +16,7 @@ WEB_PORT ?= 8000
 WEB_PRECISION ?= float64
 SOURCES := setup.py requirements.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cpp csrc/cuda/*.cu csrc/cuda/*.h)
 
-.PHONY: install train test bench clean lint format figures chromium web-demo web-screenshot
+.PHONY: install train test bench clean lint format figures chromium web-demo web-screenshot gpu-check
 
 install: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) chromium
 
@@ -101,6 +101,13 @@ figures: $(STAMP)
 	cp $(FIGURE_RUN)/loss_curve.png docs/images/mnist-loss.png
 	$(PYTHON) -m pixelcnn.sample --checkpoint $(FIGURE_RUN)/best.pt --out docs/images/mnist-samples.png \
 	  --n-per-class 8 --seed 1
+
+# One command for the day a GPU appears (benchmarks/gpu_check.py): builds the extension, runs the tests (the GPU ones
+# run there), times the masked-conv kernel and writes benchmarks/results/<gpu-name>.md; without a GPU it says so and
+# runs the static SASS checks. Uses the venv when there is one, else the system python3 (torch >= 2.11, triton >= 3.6).
+GPU_PYTHON ?= $(if $(wildcard $(PYTHON)),$(PYTHON),$(PY))
+gpu-check:
+	$(GPU_PYTHON) -m benchmarks.gpu_check
 
 clean:
 	rm -rf build *.egg-info pixelcnn/_C*.so .pytest_cache .benchmarks

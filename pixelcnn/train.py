@@ -137,10 +137,26 @@ def resolve_device(name: str, ddp: Optional[Dist] = None) -> torch.device:
     return torch.device(name)
 
 
-def resolve_conv(conv: str, device: torch.device) -> str:
-    if conv == "auto":
-        return "triton" if device.type == "cuda" else "reference"
-    return conv
+def resolve_conv(conv: str, device: torch.device, model: Optional[PixelCNN] = None, batch_size: int = 16,
+                 amp: bool = False) -> str:
+    """``auto``: the reference on CPU; on CUDA the faster of reference and triton, timed on ``model`` (with ``amp``)."""
+    if conv != "auto":
+        return conv
+    if device.type != "cuda" or model is None:
+        return "reference"
+    from pixelcnn.ops.masked_conv import choose_conv_impl
+    mc = model.config
+    g = torch.Generator().manual_seed(0)  # the run's own RNG streams stay untouched
+    image = torch.randint(0, 256, (batch_size, mc.channels, *mc.image_size), generator=g, dtype=torch.uint8)
+    image = image.to(device)
+    labels = torch.randint(0, mc.num_classes, (batch_size,), generator=g).to(device) if mc.num_classes else None
+
+    def step(impl: str) -> None:
+        model.set_conv_impl(impl)
+        loss_fn(model, image, labels, amp).backward()
+    choice = choose_conv_impl(step, device, (repr(mc), batch_size, amp))
+    model.zero_grad(set_to_none=True)
+    return choice
 
 
 def seed_everything(seed: int) -> None:
@@ -256,7 +272,7 @@ def build_run(cfg: Config) -> Run:
     cfg.model = dataclasses.replace(cfg.model, channels=data.channels, image_size=tuple(data.image_size),
                                     num_classes=data.num_classes).validate()
     model = PixelCNN(cfg.model).to(device)
-    conv = resolve_conv(cfg.conv, device)
+    conv = resolve_conv(cfg.conv, device, model, cfg.batch_size, cfg.amp and device.type == "cuda")
     model.set_conv_impl(conv)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.lr_factor,

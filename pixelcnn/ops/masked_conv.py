@@ -1,4 +1,4 @@
-"""The masked-convolution op every ``MaskedConv2d`` calls (DESIGN.md §6).
+"""The masked-convolution op every ``MaskedConv2d`` calls (docs/DESIGN.md §6).
 
 ``act(conv(x, W*M) + bias [+ cond] [+ residual])`` with two implementations:
 
@@ -8,12 +8,19 @@
   ``triton_masked_conv.py``) visits only the live taps and fuses the epilogue. On CPU tensors it runs the
   reference math, unless ``TRITON_INTERPRET=1`` asks for the kernel itself through Triton's interpreter.
 
-Shapes: x ``[N, Cin, H, W]``, weight/mask ``[Cout, Cin, k, k]``, bias ``[Cout]``, cond ``[N, Cout]``,
-residual ``[N, Cout, H, W]``; returns ``[N, Cout, H, W]`` in x's dtype.
+Shapes: x ``[N, Cin, H, W]``, weight/mask ``[Cout, Cin, k, k]`` (mask from ``pixelcnn.masks.conv_mask``), bias
+``[Cout]``, cond ``[N, Cout]``, residual ``[N, Cout, H, W]``; the op returns ``[N, Cout, H, W]`` in x's dtype,
+channels-last (the layout its kernel reads and writes), whatever x's layout. Under ``torch.autocast("cuda")`` the op
+runs in bf16 (what ``--amp`` asks for). Backward runs grad_input and grad_weight as separate ops, each only
+when autograd needs it (the first layer's image needs no gradient).
 """
+
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Optional
 
 import torch
@@ -27,69 +34,145 @@ def _use_triton_kernel(x: torch.Tensor) -> bool:
     return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def _empty_channels_last(shape, like: torch.Tensor) -> torch.Tensor:
+    return torch.empty(shape, device=like.device, dtype=like.dtype, memory_format=torch.channels_last)
+
+
+def _as_channels_last(y: torch.Tensor) -> torch.Tensor:
+    """``y`` copied into a fresh channels-last tensor, so the strides equal the kernel's whatever the sizes."""
+    out = _empty_channels_last(y.shape, y)
+    out.copy_(y)
+    return out
+
+
 @torch.library.custom_op("pixelcnn::masked_conv2d", mutates_args=())
-def _masked_conv2d_op(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: Optional[torch.Tensor],
-                      cond: Optional[torch.Tensor], residual: Optional[torch.Tensor], relu: bool) -> torch.Tensor:
+def _masked_conv2d_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    cond: Optional[torch.Tensor],
+    residual: Optional[torch.Tensor],
+    relu: bool,
+) -> torch.Tensor:
     if _use_triton_kernel(x):
         from pixelcnn.ops.triton_masked_conv import masked_conv2d_forward  # imports triton: only when used
 
         return masked_conv2d_forward(x, weight, mask, bias, cond, residual, relu)
-    return masked_conv2d_reference(x, weight, mask, bias, cond, residual, relu)
+    return _as_channels_last(masked_conv2d_reference(x, weight, mask, bias, cond, residual, relu))
 
 
 @_masked_conv2d_op.register_fake
 def _(x, weight, mask, bias, cond, residual, relu):
     n, _, h, w = x.shape
-    return x.new_empty((n, weight.shape[0], h, w))
+    return _empty_channels_last((n, weight.shape[0], h, w), x)
 
 
-@torch.library.custom_op("pixelcnn::masked_conv2d_backward", mutates_args=())
-def _masked_conv2d_backward_op(grad_pre: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                               mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of the convolution part w.r.t. (x, weight); ``grad_pre`` is the gradient before the ReLU."""
+@torch.library.custom_op("pixelcnn::masked_conv2d_grad_input", mutates_args=())
+def _grad_input_op(grad_pre: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``conv(x, W*M)`` w.r.t. x (channels-last) from the gradient before the ReLU."""
+    if _use_triton_kernel(grad_pre):
+        from pixelcnn.ops.triton_masked_conv import masked_conv2d_grad_input
+
+        return masked_conv2d_grad_input(grad_pre, weight, mask)
+    n, _, h, w = grad_pre.shape
+    gx = torch.nn.grad.conv2d_input(
+        (n, weight.shape[1], h, w), (weight * mask).to(grad_pre.dtype), grad_pre, padding=weight.shape[-1] // 2
+    )
+    return _as_channels_last(gx)
+
+
+@_grad_input_op.register_fake
+def _(grad_pre, weight, mask):
+    n, _, h, w = grad_pre.shape
+    return _empty_channels_last((n, weight.shape[1], h, w), grad_pre)
+
+
+@torch.library.custom_op("pixelcnn::masked_conv2d_grad_weight", mutates_args=())
+def _grad_weight_op(grad_pre: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``conv(x, W*M)`` w.r.t. W (contiguous, W's dtype, exactly 0 on masked taps)."""
     if _use_triton_kernel(x):
-        from pixelcnn.ops.triton_masked_conv import masked_conv2d_backward
+        from pixelcnn.ops.triton_masked_conv import masked_conv2d_grad_weight
 
-        return masked_conv2d_backward(grad_pre, x, weight, mask)
-    pad = weight.shape[-1] // 2
-    wm = weight * mask
-    gx = torch.nn.grad.conv2d_input(x.shape, wm, grad_pre, padding=pad)
-    gw = torch.nn.grad.conv2d_weight(x, wm.shape, grad_pre, padding=pad) * mask
-    return gx, gw.to(weight.dtype)
+        return masked_conv2d_grad_weight(grad_pre, x, weight, mask)
+    gw = torch.nn.grad.conv2d_weight(x, weight.shape, grad_pre.to(x.dtype), padding=weight.shape[-1] // 2) * mask
+    return gw.to(weight.dtype).contiguous()
 
 
-@_masked_conv2d_backward_op.register_fake
+@_grad_weight_op.register_fake
 def _(grad_pre, x, weight, mask):
-    return torch.empty_like(x), torch.empty_like(weight)
+    return torch.empty_like(weight, memory_format=torch.contiguous_format)
 
 
 def _setup_context(ctx, inputs, output):
     x, weight, mask, bias, cond, residual, relu = inputs
     ctx.save_for_backward(x, weight, mask, output if relu else None)
     ctx.relu = relu
-    ctx.has = (bias is not None, cond is not None, residual is not None)
 
 
 def _backward(ctx, grad_out):
     x, weight, mask, out = ctx.saved_tensors
-    grad_pre = grad_out * (out > 0).to(grad_out.dtype) if ctx.relu else grad_out
-    gx, gw = _masked_conv2d_backward_op(grad_pre.contiguous(), x, weight, mask)
-    has_bias, has_cond, has_res = ctx.has
-    g_bias = grad_pre.sum(dim=(0, 2, 3)).to(weight.dtype) if has_bias else None
-    g_cond = grad_pre.sum(dim=(2, 3)) if has_cond else None
-    g_res = grad_pre if has_res else None
+    need_x, need_w, _, need_bias, need_cond, need_res, _ = ctx.needs_input_grad
+    grad_pre = torch.where(out > 0, grad_out, 0) if ctx.relu else grad_out
+    gx = _grad_input_op(grad_pre, weight, mask) if need_x else None
+    gw = _grad_weight_op(grad_pre, x, weight, mask) if need_w else None
+    g_bias = grad_pre.sum(dim=(0, 2, 3)).to(weight.dtype) if need_bias else None
+    g_cond = grad_pre.sum(dim=(2, 3)) if need_cond else None
+    g_res = grad_pre if need_res else None
     return gx, gw, None, g_bias, g_cond, g_res, None
 
 
 _masked_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+# --amp: the op runs in bf16 under autocast like F.conv2d (a differentiable cast, so fp32 weights get fp32 grads)
+for _device in ("cuda", "cpu"):
+    torch.library.register_autocast("pixelcnn::masked_conv2d", _device, torch.bfloat16)
 
 
-def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                  cond: Optional[torch.Tensor] = None, residual: Optional[torch.Tensor] = None,
-                  relu: bool = False, impl: str = "reference") -> torch.Tensor:
+def masked_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    cond: Optional[torch.Tensor] = None,
+    residual: Optional[torch.Tensor] = None,
+    relu: bool = False,
+    impl: str = "reference",
+) -> torch.Tensor:
     """Masked convolution with fused epilogue through the chosen implementation (see module docstring)."""
     if impl == "reference":
         return masked_conv2d_cropped(x, weight, mask, bias, cond, residual, relu)
     if impl == "triton":
         return _masked_conv2d_op(x, weight, mask, bias, cond, residual, relu)
     raise ValueError(f"unknown conv implementation {impl!r}; expected one of {CONV_IMPLS}")
+
+
+_AUTO_CHOICE: dict = {}
+
+
+def choose_conv_impl(run_step: Callable[[str], None], device: torch.device, key, iterations: int = 3) -> str:
+    """``--conv auto``: the faster implementation for this device and ``key`` (the model's shape), by measurement.
+
+    On CUDA, times ``run_step(impl)`` (a forward+backward with the model switched to ``impl``) for every
+    implementation, after one untimed call each (Triton compiles and autotunes there), and caches the choice per
+    (device name, key) for the process; the choice and timings are logged. Any other device: ``reference``."""
+    if device.type != "cuda":
+        return "reference"
+    cache_key = (torch.cuda.get_device_name(device), key)
+    if cache_key not in _AUTO_CHOICE:
+        seconds = {}
+        for impl in CONV_IMPLS:
+            run_step(impl)
+            torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            for _ in range(iterations):
+                run_step(impl)
+            torch.cuda.synchronize(device)
+            seconds[impl] = (time.perf_counter() - start) / iterations
+        _AUTO_CHOICE[cache_key] = min(seconds, key=seconds.get)
+        logging.getLogger(__name__).warning(
+            "--conv auto on %s: %s (%s per forward+backward)",
+            cache_key[0],
+            _AUTO_CHOICE[cache_key],
+            ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in seconds.items()),
+        )
+    return _AUTO_CHOICE[cache_key]
