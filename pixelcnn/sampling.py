@@ -16,7 +16,7 @@ from pixelcnn.extension import extension_error, load_extension
 from pixelcnn.model import PixelCNN
 from pixelcnn.pixels import LEVELS, to_unit
 
-METHODS = ("naive", "cached", "cached_ext")
+METHODS = ("naive", "cached", "cached_ext", "cuda_emulated")
 
 
 def draw_uniforms(shape: tuple[int, ...], generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -51,7 +51,8 @@ def sample(model: PixelCNN, labels: Optional[torch.Tensor] = None, temperature: 
     """Draw images: uint8 ``[N, C, H, W]`` on the model's device.
 
     ``method``: ``naive`` (a full forward per sub-pixel), ``cached`` (incremental, Python), ``cached_ext``
-    (incremental, C++/CUDA extension) or ``auto`` (the fastest available). ``uniforms`` replaces the draw from
+    (incremental, C++/CUDA extension), ``cuda_emulated`` (the CUDA kernels' source run on the CPU under
+    emulation: slow, for checks) or ``auto`` (the fastest available). ``uniforms`` replaces the draw from
     ``generator`` (for cross-runtime checks); it must be float32 ``[N, C, H, W]`` in [0, 1).
     """
     n = _check(model, labels, temperature, n)
@@ -72,7 +73,7 @@ def sample(model: PixelCNN, labels: Optional[torch.Tensor] = None, temperature: 
             return _sample_naive(model, labels, uniforms, temperature, progress)
         if method == "cached":
             return CachedSampler(model, labels, n).run(uniforms, temperature, progress)
-        return _sample_ext(model, labels, uniforms, temperature)
+        return _sample_ext(model, labels, uniforms, temperature, emulated=method == "cuda_emulated")
     finally:
         model.train(was_training)
 
@@ -83,8 +84,8 @@ def resolve_method(method: str) -> str:
         return "cached_ext" if load_extension() is not None else "cached"
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r}; expected one of {METHODS} or 'auto'")
-    if method == "cached_ext" and load_extension() is None:
-        raise RuntimeError(f"method='cached_ext' needs the compiled extension pixelcnn._C: {extension_error()}")
+    if method in ("cached_ext", "cuda_emulated") and load_extension() is None:
+        raise RuntimeError(f"method={method!r} needs the compiled extension pixelcnn._C: {extension_error()}")
     return method
 
 
@@ -220,8 +221,15 @@ def extension_arguments(model: PixelCNN, labels: Optional[torch.Tensor]):
     return weights, biases, conds
 
 
-def _sample_ext(model, labels, u, temperature):
+def _sample_ext(model, labels, u, temperature, emulated=False):
     weights, biases, conds = extension_arguments(model, labels)
-    return torch.ops.pixelcnn.cached_sample(u.contiguous(), weights, biases, conds, model.channels,
+    if emulated:
+        if u.device.type != "cpu":
+            raise ValueError(f"method='cuda_emulated' runs the CUDA kernels on the CPU: move the model to the CPU "
+                             f"(it is on {u.device})")
+        op = torch.ops.pixelcnn.cached_sample_emulated
+    else:
+        op = torch.ops.pixelcnn.cached_sample
+    return op(u.contiguous(), weights, biases, conds, model.channels,
                                             float(temperature))
 

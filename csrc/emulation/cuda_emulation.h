@@ -1,0 +1,219 @@
+// A small CUDA emulation for the host compiler: the kernels' own source (csrc/cuda/*.cuh) runs on the CPU, so CI
+// executes them and compares them bit for bit with the CPU op (docs/DESIGN.md §6).
+//
+// Model: the blocks of a grid run one after another; the threads of a block run as cooperative fibers (ucontext)
+// that switch only at __syncthreads(), so a block sees exactly the interleavings a barrier allows. __shared__
+// variables become per-OS-thread statics (one block runs at a time, so they are per-block storage); dynamic shared
+// memory is one buffer per launch. threadIdx/blockIdx/blockDim/gridDim are the running fiber's. Warp primitives are
+// not provided: the kernels use shared memory and __syncthreads() only, and a kernel that used one would not compile
+// here.
+//
+// What it checks like a GPU would: block size (<= 1024 threads), grid size (x < 2^31, y and z <= 65535), dynamic
+// shared memory above 48 KB only after the kernel's attribute allows it (and never above the device's opt-in limit),
+// and a barrier that some threads of a block reach after others have exited (undefined on a GPU, an error here).
+// Each launch is counted (launch_count()), so tests can assert launches per step.
+#pragma once
+
+#if defined(__CUDACC__)
+#error "cuda_emulation.h is for the host compiler; nvcc builds the real kernels"
+#endif
+
+#include <ucontext.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+struct dim3 {
+  unsigned int x, y, z;
+  constexpr dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+typedef struct CUstream_st* cudaStream_t;
+
+namespace pixelcnn_emu {
+
+constexpr unsigned kMaxThreadsPerBlock = 1024;
+constexpr size_t kDefaultSharedBytes = 48 * 1024;   // without cudaFuncAttributeMaxDynamicSharedMemorySize
+constexpr size_t kOptinSharedBytes = 227 * 1024;    // sm_90's opt-in limit per block
+constexpr int kMultiprocessors = 2;                 // few on purpose: persistent grids then loop over their work
+constexpr size_t kStackBytes = 256 * 1024;          // per fiber (kernels keep small local arrays)
+
+enum class FiberState { kRunning, kAtBarrier, kDone };
+
+struct Fiber {
+  ucontext_t ctx;
+  dim3 thread_idx;
+  FiberState state = FiberState::kRunning;
+};
+
+struct Block {
+  dim3 block_idx, block_dim, grid_dim;
+  unsigned char* dynamic_shared = nullptr;
+  Fiber* current = nullptr;
+  ucontext_t scheduler;
+  const std::function<void()>* body = nullptr;
+};
+
+inline Block*& active_block() {
+  static thread_local Block* block = nullptr;
+  return block;
+}
+
+inline Block& block() {
+  Block* b = active_block();
+  if (b == nullptr) {
+    std::fprintf(stderr, "pixelcnn CUDA emulation: device code ran outside a kernel launch\n");
+    std::abort();
+  }
+  return *b;
+}
+
+inline std::atomic<long long>& launch_counter() {
+  static std::atomic<long long> launches{0};
+  return launches;
+}
+
+// Kernels launched so far in this process (every launch, whatever the kernel).
+inline long long launch_count() { return launch_counter().load(); }
+
+struct Attributes {
+  std::mutex mutex;
+  std::map<const void*, size_t> max_dynamic_shared;
+};
+
+inline Attributes& attributes() {
+  static Attributes a;
+  return a;
+}
+
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)
+inline void set_max_dynamic_shared(const void* kernel, size_t bytes) {
+  if (bytes > kOptinSharedBytes) {
+    throw std::runtime_error("CUDA emulation: cudaFuncSetAttribute: " + std::to_string(bytes) +
+                             " bytes of dynamic shared memory exceed the device limit of " +
+                             std::to_string(kOptinSharedBytes));
+  }
+  std::lock_guard<std::mutex> lock(attributes().mutex);
+  attributes().max_dynamic_shared[kernel] = bytes;
+}
+
+inline size_t allowed_dynamic_shared(const void* kernel) {
+  std::lock_guard<std::mutex> lock(attributes().mutex);
+  auto it = attributes().max_dynamic_shared.find(kernel);
+  return it == attributes().max_dynamic_shared.end() ? kDefaultSharedBytes : it->second;
+}
+
+inline void syncthreads() {
+  Block& b = block();
+  Fiber* f = b.current;
+  f->state = FiberState::kAtBarrier;
+  swapcontext(&f->ctx, &b.scheduler);
+}
+
+inline void fiber_entry() {
+  Block& b = block();
+  (*b.body)();
+  b.current->state = FiberState::kDone;
+  // returning continues at uc_link: the scheduler
+}
+
+inline std::string dims(const dim3& d) {
+  return "(" + std::to_string(d.x) + ", " + std::to_string(d.y) + ", " + std::to_string(d.z) + ")";
+}
+
+inline void run_block(Block& b, std::vector<Fiber>& fibers) {
+  for (;;) {
+    for (Fiber& f : fibers) {
+      if (f.state != FiberState::kRunning) continue;
+      b.current = &f;
+      if (swapcontext(&b.scheduler, &f.ctx) != 0) throw std::runtime_error("CUDA emulation: swapcontext failed");
+    }
+    size_t done = 0, waiting = 0;
+    for (const Fiber& f : fibers) {
+      done += f.state == FiberState::kDone;
+      waiting += f.state == FiberState::kAtBarrier;
+    }
+    if (done == fibers.size()) return;
+    if (done > 0) {
+      throw std::runtime_error("CUDA emulation: in block " + dims(b.block_idx) + ", " + std::to_string(waiting) +
+                               " threads wait at __syncthreads() that " + std::to_string(done) +
+                               " threads exited without reaching (a barrier in divergent code)");
+    }
+    for (Fiber& f : fibers) f.state = FiberState::kRunning;
+  }
+}
+
+// kernel<<<grid, block_dim, shared_bytes>>>(...) with `body` calling the kernel function.
+inline void launch(const void* kernel, dim3 grid, dim3 block_dim, size_t shared_bytes,
+                   const std::function<void()>& body) {
+  const unsigned long long threads = 1ull * block_dim.x * block_dim.y * block_dim.z;
+  if (threads == 0 || threads > kMaxThreadsPerBlock || block_dim.z > 64) {
+    throw std::runtime_error("CUDA emulation: invalid block size " + dims(block_dim) + " (at most 1024 threads)");
+  }
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) {
+    throw std::runtime_error("CUDA emulation: invalid grid size " + dims(grid) +
+                             " (x in 1..2^31-1, y and z in 1..65535)");
+  }
+  const size_t allowed = allowed_dynamic_shared(kernel);
+  if (shared_bytes > allowed) {
+    throw std::runtime_error("CUDA emulation: " + std::to_string(shared_bytes) +
+                             " bytes of dynamic shared memory requested, the kernel allows " +
+                             std::to_string(allowed) + " (set cudaFuncAttributeMaxDynamicSharedMemorySize)");
+  }
+  launch_counter().fetch_add(1);
+  std::vector<Fiber> fibers(threads);
+  std::unique_ptr<char[]> stacks(new char[threads * kStackBytes]);
+  std::vector<double> shared((shared_bytes + sizeof(double) - 1) / sizeof(double) + 1);
+  Block b;
+  b.grid_dim = grid;
+  b.block_dim = block_dim;
+  b.body = &body;
+  b.dynamic_shared = reinterpret_cast<unsigned char*>(shared.data());
+  struct Restore {
+    Block* previous;
+    ~Restore() { active_block() = previous; }
+  } restore{active_block()};
+  active_block() = &b;
+  for (unsigned bz = 0; bz < grid.z; ++bz) {
+    for (unsigned by = 0; by < grid.y; ++by) {
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        b.block_idx = dim3(bx, by, bz);
+        for (size_t t = 0; t < threads; ++t) {
+          Fiber& f = fibers[t];
+          if (getcontext(&f.ctx) != 0) throw std::runtime_error("CUDA emulation: getcontext failed");
+          f.ctx.uc_stack.ss_sp = stacks.get() + t * kStackBytes;
+          f.ctx.uc_stack.ss_size = kStackBytes;
+          f.ctx.uc_link = &b.scheduler;
+          makecontext(&f.ctx, fiber_entry, 0);
+          f.thread_idx = dim3(t % block_dim.x, (t / block_dim.x) % block_dim.y, t / (block_dim.x * block_dim.y));
+          f.state = FiberState::kRunning;
+        }
+        run_block(b, fibers);
+      }
+    }
+  }
+}
+
+}  // namespace pixelcnn_emu
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static thread_local
+#define __syncthreads() ::pixelcnn_emu::syncthreads()
+#define threadIdx (::pixelcnn_emu::block().current->thread_idx)
+#define blockIdx (::pixelcnn_emu::block().block_idx)
+#define blockDim (::pixelcnn_emu::block().block_dim)
+#define gridDim (::pixelcnn_emu::block().grid_dim)
