@@ -24,8 +24,8 @@ def main(argv=None) -> int:
     p.add_argument("--classes", type=int, nargs="*", help="only these class indices (default: all)")
     p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature, > 0")
     p.add_argument("--method", choices=("auto",) + METHODS, default="auto",
-                   help="naive (full forward per sub-pixel), cached (Python), cached_ext (C++/CUDA), cuda_emulated (the "
-                        "CUDA kernels run on the CPU, for checks); auto = fastest")
+                   help="naive (full forward per sub-pixel), cached (Python), cached_ext (C++/CUDA), "
+                        "cuda_emulated (the CUDA kernels run on the CPU, for checks); auto = fastest")
     p.add_argument("--seed", type=int, default=0, help="generator seed (same seed, same images for every method)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)

@@ -56,10 +56,10 @@ inline void finish(cudaStream_t stream) { check(cudaStreamSynchronize(stream), "
 
 }  // namespace pixelcnn_cuda
 
-#define PIXELCNN_LAUNCH(kernel, grid, block, shared_bytes, stream, ...)         \
-  do {                                                                         \
-    kernel<<<(grid), (block), (shared_bytes), (stream)>>>(__VA_ARGS__);        \
-    ::pixelcnn_cuda::check(cudaGetLastError(), "launch of " #kernel);          \
+#define PIXELCNN_LAUNCH(kernel, grid, block, shared_bytes, stream, ...) \
+  do {                                                                  \
+    kernel<<<(grid), (block), (shared_bytes), (stream)>>>(__VA_ARGS__); \
+    ::pixelcnn_cuda::check(cudaGetLastError(), "launch of " #kernel);   \
   } while (0)
 
 #else
@@ -83,11 +83,11 @@ inline void finish(cudaStream_t) {}  // the emulation runs synchronously
 
 }  // namespace pixelcnn_cuda
 
-#define PIXELCNN_LAUNCH(kernel, grid, block, shared_bytes, stream, ...)                                         \
-  do {                                                                                                         \
-    (void)(stream);                                                                                            \
-    ::pixelcnn_emu::launch(reinterpret_cast<const void*>(kernel), (grid), (block), (shared_bytes),             \
-                           [&] { kernel(__VA_ARGS__); });                                                      \
+#define PIXELCNN_LAUNCH(kernel, grid, block, shared_bytes, stream, ...)                            \
+  do {                                                                                             \
+    (void)(stream);                                                                                \
+    ::pixelcnn_emu::launch(reinterpret_cast<const void*>(kernel), (grid), (block), (shared_bytes), \
+                           [&] { kernel(__VA_ARGS__); });                                          \
   } while (0)
 
 #endif

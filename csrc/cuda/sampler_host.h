@@ -32,14 +32,16 @@ inline void check_placement(const char* op, const at::Device& device, const at::
   for (size_t l = 0; l < weights.size(); ++l) {
     here(weights[l], "weight " + std::to_string(l));
     here(biases[l], "bias " + std::to_string(l));
-    TORCH_CHECK(biases[l].scalar_type() == dtype && biases[l].dim() == 1 && biases[l].size(0) == weights[l].size(0),
-                op, ": bias ", l, " must be ", dtype, " [", weights[l].size(0), "], got ", biases[l].scalar_type(),
-                " ", biases[l].sizes());
+    TORCH_CHECK(biases[l].scalar_type() == dtype && biases[l].dim() == 1 && biases[l].size(0) == weights[l].size(0), op,
+                ": bias ", l, " must be ", dtype, " [", weights[l].size(0), "], got ", biases[l].scalar_type(), " ",
+                biases[l].sizes());
   }
   for (size_t l = 0; l < conds.size(); ++l) {
     here(conds[l], "class vector " + std::to_string(l));
-    TORCH_CHECK(conds[l].scalar_type() == dtype, op, ": class vector ", l, " must be ", dtype, " like the weights, "
-                "got ", conds[l].scalar_type());
+    TORCH_CHECK(conds[l].scalar_type() == dtype, op, ": class vector ", l, " must be ", dtype,
+                " like the weights, "
+                "got ",
+                conds[l].scalar_type());
   }
   if (known.has_value()) {
     here(*known, "known");
@@ -55,8 +57,10 @@ inline LaunchOptions launch_options_from_env() {
   if (v != nullptr && *v != '\0') {
     char* end = nullptr;
     const long long n = std::strtoll(v, &end, 10);
-    TORCH_CHECK(end != v && *end == '\0' && n >= 0, "PIXELCNN_CUDA_STEPS_PER_LAUNCH must be an integer >= 0 (0: "
-                "one launch for the whole loop), got '", v, "'");
+    TORCH_CHECK(end != v && *end == '\0' && n >= 0,
+                "PIXELCNN_CUDA_STEPS_PER_LAUNCH must be an integer >= 0 (0: "
+                "one launch for the whole loop), got '",
+                v, "'");
     options.steps_per_launch = n;
   }
   return options;
@@ -73,11 +77,11 @@ struct Prepared {
 // Packs the model for the kernel on the uniforms' device. Inputs are made contiguous here (any layout is accepted).
 template <typename T>
 void prepare(Prepared<T>& out, const at::Tensor& u, const std::vector<at::Tensor>& weights,
-             const std::vector<at::Tensor>& biases, const std::vector<at::Tensor>& conds, int64_t C,
-             double temperature, int64_t blocks, const c10::optional<at::Tensor>& known,
-             const c10::optional<at::Tensor>& known_mask) {
+             const std::vector<at::Tensor>& biases, const std::vector<at::Tensor>& conds, int64_t C, double temperature,
+             int64_t blocks, const c10::optional<at::Tensor>& known, const c10::optional<at::Tensor>& known_mask) {
   const int64_t N = u.size(0), H = u.size(2), W = u.size(3);
-  TORCH_CHECK(N < (int64_t(1) << 31) && H * W * C < (int64_t(1) << 40), "cached_sample (CUDA): batch or image too "
+  TORCH_CHECK(N < (int64_t(1) << 31) && H * W * C < (int64_t(1) << 40),
+              "cached_sample (CUDA): batch or image too "
               "large");
   auto& keep = out.keep;
   keep.reserve(4 * weights.size() + 8);  // references from hold() stay valid
@@ -107,7 +111,8 @@ void prepare(Prepared<T>& out, const at::Tensor& u, const std::vector<at::Tensor
   // class vectors: the first conv's and each block's conv_mid's
   if (!conds.empty()) {
     layers[0].cond = hold(conds[0].contiguous()).template data_ptr<T>();
-    for (int64_t b = 0; b < blocks; ++b) layers[2 + 3 * b].cond = hold(conds[1 + b].contiguous()).template data_ptr<T>();
+    for (int64_t b = 0; b < blocks; ++b)
+      layers[2 + 3 * b].cond = hold(conds[1 + b].contiguous()).template data_ptr<T>();
     TORCH_CHECK(conds[0].size(1) == layers[0].cout, "cached_sample: class vector 0 must be [N, ", layers[0].cout, "]");
     for (int64_t b = 0; b < blocks; ++b) {
       TORCH_CHECK(conds[1 + b].size(1) == layers[2 + 3 * b].cout, "cached_sample: class vector ", 1 + b,

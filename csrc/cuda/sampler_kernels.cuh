@@ -54,8 +54,8 @@ struct DenseIo {
   long long in_stride;
   T* out;
   long long out_stride;
-  int ncols;           // outputs v = 0 .. ncols-1 use layer column v * col_stride + col_offset
-  unsigned flags;      // DenseFlags: ReLU on the input, ReLU on the output, out = out + result (residual)
+  int ncols;       // outputs v = 0 .. ncols-1 use layer column v * col_stride + col_offset
+  unsigned flags;  // DenseFlags: ReLU on the input, ReLU on the output, out = out + result (residual)
   int col_stride = 1;
   int col_offset = 0;
 };
@@ -67,18 +67,18 @@ __device__ void dense(const Layer<T>& L, const T* cond, const DenseIo<T>& io, in
   for (int v = threadIdx.x; v < io.ncols; v += blockDim.x) {
     const int col = v * io.col_stride + io.col_offset;
     T acc[G];
-PIXELCNN_UNROLL
+    PIXELCNN_UNROLL
     for (int g = 0; g < G; ++g) acc[g] = cond != nullptr && g < m ? L.bias[col] + cond[g * L.cout + col] : L.bias[col];
     const T* w = L.w + col;
     for (int k = 0; k < L.K; ++k) {
       const T wk = w[static_cast<long long>(k) * L.cout];
-PIXELCNN_UNROLL
+      PIXELCNN_UNROLL
       for (int g = 0; g < G; ++g) {
         const T a = relu_in ? relu(io.in[g * io.in_stride + k]) : io.in[g * io.in_stride + k];
         acc[g] = acc[g] + a * wk;
       }
     }
-PIXELCNN_UNROLL
+    PIXELCNN_UNROLL
     for (int g = 0; g < G; ++g) {
       if (g >= m) break;
       const T r = relu_out ? relu(acc[g]) : acc[g];
@@ -118,7 +118,8 @@ template <typename T>
 __device__ void store_pixel(const Net<T>& net, const Layer<T>& first, int n0, int m, int i, int j) {
   for (int t = threadIdx.x; t < m * net.C; t += blockDim.x) {
     const int n = n0 + t / net.C, cc = t % net.C;
-    ring_at(first, n, i, j)[cc] = pixelcnn::to_unit<T>(net.image[((static_cast<long long>(n) * net.C + cc) * net.H + i) * net.W + j]);
+    ring_at(first, n, i, j)[cc] =
+        pixelcnn::to_unit<T>(net.image[((static_cast<long long>(n) * net.C + cc) * net.H + i) * net.W + j]);
   }
 }
 

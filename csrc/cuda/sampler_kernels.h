@@ -24,20 +24,20 @@ struct Net {
   const Layer<T>* layers;  // device array: first, (conv_in, conv_mid, conv_out) per block, head_hidden, head_out
   int blocks;
   int N, C, H, W;
-  const float* u;            // uniforms [N][C][H][W]
-  uint8_t* image;            // output [N][C][H][W], zero on entry
-  const uint8_t* known;      // completion values [N][C][H][W], or nullptr
-  const bool* known_mask;    // completion mask [N][C][H][W], or nullptr
+  const float* u;          // uniforms [N][C][H][W]
+  uint8_t* image;          // output [N][C][H][W], zero on entry
+  const uint8_t* known;    // completion values [N][C][H][W], or nullptr
+  const bool* known_mask;  // completion mask [N][C][H][W], or nullptr
   double temperature;
-  int xs, ys, zs, ps;        // per-image shared rows: residual stream, head hidden, block hidden, patch (elements)
+  int xs, ys, zs, ps;  // per-image shared rows: residual stream, head hidden, block hidden, patch (elements)
 };
 
 // How a run is launched, chosen by plan_launch() (sampler_kernels.cuh) from the net and the device's limits.
 struct LaunchPlan {
-  int group;                 // images per block (they share each weight load)
-  int grid;                  // blocks; each loops over image groups blockIdx.x, + gridDim.x, ...
-  size_t shared_bytes;       // dynamic shared memory per block
-  long long steps;           // sub-pixel steps in all: H * W * C
+  int group;                   // images per block (they share each weight load)
+  int grid;                    // blocks; each loops over image groups blockIdx.x, + gridDim.x, ...
+  size_t shared_bytes;         // dynamic shared memory per block
+  long long steps;             // sub-pixel steps in all: H * W * C
   long long steps_per_launch;  // steps one launch runs (all of them: one persistent launch)
 };
 

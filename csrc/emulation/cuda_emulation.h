@@ -43,10 +43,10 @@ typedef struct CUstream_st* cudaStream_t;
 namespace pixelcnn_emu {
 
 constexpr unsigned kMaxThreadsPerBlock = 1024;
-constexpr size_t kDefaultSharedBytes = 48 * 1024;   // without cudaFuncAttributeMaxDynamicSharedMemorySize
-constexpr size_t kOptinSharedBytes = 227 * 1024;    // sm_90's opt-in limit per block
-constexpr int kMultiprocessors = 2;                 // few on purpose: persistent grids then loop over their work
-constexpr size_t kStackBytes = 256 * 1024;          // per fiber (kernels keep small local arrays)
+constexpr size_t kDefaultSharedBytes = 48 * 1024;  // without cudaFuncAttributeMaxDynamicSharedMemorySize
+constexpr size_t kOptinSharedBytes = 227 * 1024;   // sm_90's opt-in limit per block
+constexpr int kMultiprocessors = 2;                // few on purpose: persistent grids then loop over their work
+constexpr size_t kStackBytes = 256 * 1024;         // per fiber (kernels keep small local arrays)
 
 enum class FiberState { kRunning, kAtBarrier, kDone };
 
@@ -167,8 +167,8 @@ inline void launch(const void* kernel, dim3 grid, dim3 block_dim, size_t shared_
   const size_t allowed = allowed_dynamic_shared(kernel);
   if (shared_bytes > allowed) {
     throw std::runtime_error("CUDA emulation: " + std::to_string(shared_bytes) +
-                             " bytes of dynamic shared memory requested, the kernel allows " +
-                             std::to_string(allowed) + " (set cudaFuncAttributeMaxDynamicSharedMemorySize)");
+                             " bytes of dynamic shared memory requested, the kernel allows " + std::to_string(allowed) +
+                             " (set cudaFuncAttributeMaxDynamicSharedMemorySize)");
   }
   launch_counter().fetch_add(1);
   std::vector<Fiber> fibers(threads);

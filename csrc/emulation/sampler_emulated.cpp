@@ -17,16 +17,16 @@ namespace {
 
 at::Tensor cached_sample_emulated(const at::Tensor& u, at::TensorList weights_, at::TensorList biases_,
                                   at::TensorList conds_, int64_t channels, double temperature,
-                                  const c10::optional<at::Tensor>& known,
-                                  const c10::optional<at::Tensor>& known_mask) {
+                                  const c10::optional<at::Tensor>& known, const c10::optional<at::Tensor>& known_mask) {
   std::vector<at::Tensor> weights(weights_.begin(), weights_.end()), biases(biases_.begin(), biases_.end()),
       conds(conds_.begin(), conds_.end());
   const int64_t blocks = check_sampler_args(u, weights, biases, conds, channels, temperature);
   check_known(u, known, known_mask);
-  TORCH_CHECK(u.is_cpu(), "cached_sample_emulated runs the CUDA kernels on the CPU: pass CPU tensors, got uniforms "
-              "on ", u.device());
-  pixelcnn_cuda::check_placement("cached_sample_emulated", u.device(), u, weights, biases, conds, known,
-                                 known_mask);
+  TORCH_CHECK(u.is_cpu(),
+              "cached_sample_emulated runs the CUDA kernels on the CPU: pass CPU tensors, got uniforms "
+              "on ",
+              u.device());
+  pixelcnn_cuda::check_placement("cached_sample_emulated", u.device(), u, weights, biases, conds, known, known_mask);
   const auto options = pixelcnn_cuda::launch_options_from_env();
   if (weights[0].scalar_type() == at::kFloat) {
     pixelcnn_cuda::Prepared<float> p;
