@@ -231,7 +231,7 @@ __device__ void step(const Net<T>& net, const Rows<T>& r, DrawScratch scratch, i
 }
 
 template <typename T, int G>
-__global__ void __launch_bounds__(kThreads) sample_steps(Net<T> net, long long step0, long long step1) {
+__global__ void __launch_bounds__(kThreads, 4) sample_steps(Net<T> net, long long step0, long long step1) {
   PIXELCNN_DYNAMIC_SHARED(shared);
   __shared__ double draw_vals[kMaxGroup][kWarp];
   __shared__ int draw_counts[kMaxGroup][kWarp];

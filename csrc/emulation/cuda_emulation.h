@@ -45,7 +45,7 @@ namespace pixelcnn_emu {
 constexpr unsigned kMaxThreadsPerBlock = 1024;
 constexpr size_t kDefaultSharedBytes = 48 * 1024;  // without cudaFuncAttributeMaxDynamicSharedMemorySize
 constexpr size_t kOptinSharedBytes = 227 * 1024;   // sm_90's opt-in limit per block
-constexpr int kMultiprocessors = 2;                // few on purpose: persistent grids then loop over their work
+constexpr int kMultiprocessors = 1;                // few on purpose: persistent grids then loop over their work
 constexpr size_t kStackBytes = 256 * 1024;         // per fiber (kernels keep small local arrays)
 
 enum class FiberState { kRunning, kAtBarrier, kDone };
