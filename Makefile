@@ -10,7 +10,7 @@ NODE_DIR := export/examples/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
 SOURCES := setup.py requirements.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cpp csrc/cuda/*.cu csrc/cuda/*.h)
 
-.PHONY: install train test bench clean
+.PHONY: install train test bench clean sanitize
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -39,6 +39,14 @@ test: $(STAMP) $(NODE_STAMP)
 bench: $(STAMP) $(NODE_STAMP)
 	$(PYTHON) -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results/latest.json
 	$(PYTHON) -m benchmarks.report benchmarks/results/latest.json
+
+# The CUDA emulation and the fused sampler kernel's source (no torch) under AddressSanitizer + UBSan.
+SANITIZE_FLAGS := -std=c++20 -O1 -g -ffp-contract=off -fsanitize=address,undefined -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer
+sanitize:
+	mkdir -p build
+	$(CXX) $(SANITIZE_FLAGS) csrc/emulation/selftest.cpp -o build/emulation_selftest
+	ASAN_OPTIONS=detect_leaks=1 build/emulation_selftest
 
 clean:
 	rm -rf build *.egg-info pixelcnn/_C*.so .pytest_cache .benchmarks

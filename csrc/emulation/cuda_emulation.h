@@ -20,6 +20,11 @@
 
 #include <ucontext.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define PIXELCNN_EMU_ASAN 1
+#endif
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -54,6 +59,8 @@ struct Fiber {
   ucontext_t ctx;
   dim3 thread_idx;
   FiberState state = FiberState::kRunning;
+  char* stack = nullptr;
+  void* fake_stack = nullptr;  // AddressSanitizer's fake frames of this fiber while it is switched out
 };
 
 struct Block {
@@ -62,7 +69,28 @@ struct Block {
   Fiber* current = nullptr;
   ucontext_t scheduler;
   const std::function<void()>* body = nullptr;
+  const void* scheduler_stack = nullptr;  // AddressSanitizer's view of the scheduler's stack
+  size_t scheduler_stack_size = 0;
 };
+
+// AddressSanitizer must be told about every stack switch (no-ops in other builds).
+inline void entered_fiber(Block& b) {
+#if defined(PIXELCNN_EMU_ASAN)
+  __sanitizer_finish_switch_fiber(b.current->fake_stack, &b.scheduler_stack, &b.scheduler_stack_size);
+#else
+  (void)b;
+#endif
+}
+
+inline void leaving_fiber(Block& b, bool for_good) {
+#if defined(PIXELCNN_EMU_ASAN)
+  __sanitizer_start_switch_fiber(for_good ? nullptr : &b.current->fake_stack, b.scheduler_stack,
+                                 b.scheduler_stack_size);
+#else
+  (void)b;
+  (void)for_good;
+#endif
+}
 
 inline Block*& active_block() {
   static thread_local Block* block = nullptr;
@@ -117,14 +145,43 @@ inline void syncthreads() {
   Block& b = block();
   Fiber* f = b.current;
   f->state = FiberState::kAtBarrier;
+  leaving_fiber(b, false);
   swapcontext(&f->ctx, &b.scheduler);
+  entered_fiber(b);
 }
 
 inline void fiber_entry() {
   Block& b = block();
+  entered_fiber(b);
   (*b.body)();
   b.current->state = FiberState::kDone;
+  leaving_fiber(b, true);
   // returning continues at uc_link: the scheduler
+}
+
+// A fresh context for `f` that runs the block's body on its own stack (not inlined: getcontext returns twice).
+__attribute__((noinline)) inline void init_fiber(Fiber& f, Block& b, char* stack, dim3 thread_idx) {
+  if (getcontext(&f.ctx) != 0) throw std::runtime_error("CUDA emulation: getcontext failed");
+  f.stack = stack;
+  f.ctx.uc_stack.ss_sp = stack;
+  f.ctx.uc_stack.ss_size = kStackBytes;
+  f.ctx.uc_link = &b.scheduler;
+  makecontext(&f.ctx, fiber_entry, 0);
+  f.thread_idx = thread_idx;
+  f.state = FiberState::kRunning;
+  f.fake_stack = nullptr;
+}
+
+inline void resume(Block& b, Fiber& f) {
+  b.current = &f;
+#if defined(PIXELCNN_EMU_ASAN)
+  void* fake_stack = nullptr;
+  __sanitizer_start_switch_fiber(&fake_stack, f.stack, kStackBytes);
+#endif
+  if (swapcontext(&b.scheduler, &f.ctx) != 0) throw std::runtime_error("CUDA emulation: swapcontext failed");
+#if defined(PIXELCNN_EMU_ASAN)
+  __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
+#endif
 }
 
 inline std::string dims(const dim3& d) {
@@ -134,9 +191,7 @@ inline std::string dims(const dim3& d) {
 inline void run_block(Block& b, std::vector<Fiber>& fibers) {
   for (;;) {
     for (Fiber& f : fibers) {
-      if (f.state != FiberState::kRunning) continue;
-      b.current = &f;
-      if (swapcontext(&b.scheduler, &f.ctx) != 0) throw std::runtime_error("CUDA emulation: swapcontext failed");
+      if (f.state == FiberState::kRunning) resume(b, f);
     }
     size_t done = 0, waiting = 0;
     for (const Fiber& f : fibers) {
@@ -189,14 +244,8 @@ inline void launch(const void* kernel, dim3 grid, dim3 block_dim, size_t shared_
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         b.block_idx = dim3(bx, by, bz);
         for (size_t t = 0; t < threads; ++t) {
-          Fiber& f = fibers[t];
-          if (getcontext(&f.ctx) != 0) throw std::runtime_error("CUDA emulation: getcontext failed");
-          f.ctx.uc_stack.ss_sp = stacks.get() + t * kStackBytes;
-          f.ctx.uc_stack.ss_size = kStackBytes;
-          f.ctx.uc_link = &b.scheduler;
-          makecontext(&f.ctx, fiber_entry, 0);
-          f.thread_idx = dim3(t % block_dim.x, (t / block_dim.x) % block_dim.y, t / (block_dim.x * block_dim.y));
-          f.state = FiberState::kRunning;
+          init_fiber(fibers[t], b, stacks.get() + t * kStackBytes,
+                     dim3(t % block_dim.x, (t / block_dim.x) % block_dim.y, t / (block_dim.x * block_dim.y)));
         }
         run_block(b, fibers);
       }
