@@ -69,28 +69,10 @@ struct Block {
   Fiber* current = nullptr;
   ucontext_t scheduler;
   const std::function<void()>* body = nullptr;
-  const void* scheduler_stack = nullptr;  // AddressSanitizer's view of the scheduler's stack
+  Fiber *begin = nullptr, *end = nullptr;  // the block's fibers
+  const void* scheduler_stack = nullptr;   // AddressSanitizer's view of the scheduler's stack
   size_t scheduler_stack_size = 0;
 };
-
-// AddressSanitizer must be told about every stack switch (no-ops in other builds).
-inline void entered_fiber(Block& b) {
-#if defined(PIXELCNN_EMU_ASAN)
-  __sanitizer_finish_switch_fiber(b.current->fake_stack, &b.scheduler_stack, &b.scheduler_stack_size);
-#else
-  (void)b;
-#endif
-}
-
-inline void leaving_fiber(Block& b, bool for_good) {
-#if defined(PIXELCNN_EMU_ASAN)
-  __sanitizer_start_switch_fiber(for_good ? nullptr : &b.current->fake_stack, b.scheduler_stack,
-                                 b.scheduler_stack_size);
-#else
-  (void)b;
-  (void)for_good;
-#endif
-}
 
 inline Block*& active_block() {
   static thread_local Block* block = nullptr;
@@ -141,21 +123,52 @@ inline size_t allowed_dynamic_shared(const void* kernel) {
   return it == attributes().max_dynamic_shared.end() ? kDefaultSharedBytes : it->second;
 }
 
+// AddressSanitizer must be told about every stack switch (no-ops in other builds).
+inline void switching(void** fake_stack_save, const void* bottom, size_t size) {
+#if defined(PIXELCNN_EMU_ASAN)
+  __sanitizer_start_switch_fiber(fake_stack_save, bottom, size);
+#else
+  (void)fake_stack_save, (void)bottom, (void)size;
+#endif
+}
+
+inline void switched(void* fake_stack, const void** old_bottom, size_t* old_size) {
+#if defined(PIXELCNN_EMU_ASAN)
+  __sanitizer_finish_switch_fiber(fake_stack, old_bottom, old_size);
+#else
+  (void)fake_stack, (void)old_bottom, (void)old_size;
+#endif
+}
+
+// A barrier: the fiber stops here and the next fiber still running before its own barrier continues (directly,
+// one switch per thread); the last one returns to the scheduler, which starts the next round.
 inline void syncthreads() {
   Block& b = block();
   Fiber* f = b.current;
   f->state = FiberState::kAtBarrier;
-  leaving_fiber(b, false);
-  swapcontext(&f->ctx, &b.scheduler);
-  entered_fiber(b);
+  Fiber* next = f + 1;
+  while (next != b.end && next->state != FiberState::kRunning) ++next;
+  if (next != b.end) {
+    b.current = next;
+    switching(&f->fake_stack, next->stack, kStackBytes);
+    swapcontext(&f->ctx, &next->ctx);
+  } else {
+    switching(&f->fake_stack, b.scheduler_stack, b.scheduler_stack_size);
+    swapcontext(&f->ctx, &b.scheduler);
+  }
+  switched(f->fake_stack, nullptr, nullptr);  // resumed: b.current == f again
 }
 
 inline void fiber_entry() {
   Block& b = block();
-  entered_fiber(b);
+  if (b.scheduler_stack == nullptr) {
+    switched(nullptr, &b.scheduler_stack, &b.scheduler_stack_size);  // the launch's first fiber: from the scheduler
+  } else {
+    switched(nullptr, nullptr, nullptr);
+  }
   (*b.body)();
   b.current->state = FiberState::kDone;
-  leaving_fiber(b, true);
+  switching(nullptr, b.scheduler_stack, b.scheduler_stack_size);
   // returning continues at uc_link: the scheduler
 }
 
@@ -174,14 +187,10 @@ __attribute__((noinline)) inline void init_fiber(Fiber& f, Block& b, char* stack
 
 inline void resume(Block& b, Fiber& f) {
   b.current = &f;
-#if defined(PIXELCNN_EMU_ASAN)
   void* fake_stack = nullptr;
-  __sanitizer_start_switch_fiber(&fake_stack, f.stack, kStackBytes);
-#endif
+  switching(&fake_stack, f.stack, kStackBytes);
   if (swapcontext(&b.scheduler, &f.ctx) != 0) throw std::runtime_error("CUDA emulation: swapcontext failed");
-#if defined(PIXELCNN_EMU_ASAN)
-  __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
-#endif
+  switched(fake_stack, nullptr, nullptr);
 }
 
 inline std::string dims(const dim3& d) {
@@ -234,6 +243,8 @@ inline void launch(const void* kernel, dim3 grid, dim3 block_dim, size_t shared_
   b.block_dim = block_dim;
   b.body = &body;
   b.dynamic_shared = reinterpret_cast<unsigned char*>(shared.data());
+  b.begin = fibers.data();
+  b.end = fibers.data() + fibers.size();
   struct Restore {
     Block* previous;
     ~Restore() { active_block() = previous; }
