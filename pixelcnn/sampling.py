@@ -222,14 +222,10 @@ def extension_arguments(model: PixelCNN, labels: Optional[torch.Tensor]):
 
 
 def _sample_ext(model, labels, u, temperature, emulated=False):
+    if emulated and u.device.type != "cpu":
+        raise ValueError(f"method='cuda_emulated' runs the CUDA kernels on the CPU: move the model to the CPU "
+                         f"(it is on {u.device})")
+    op = torch.ops.pixelcnn.cached_sample_emulated if emulated else torch.ops.pixelcnn.cached_sample
     weights, biases, conds = extension_arguments(model, labels)
-    if emulated:
-        if u.device.type != "cpu":
-            raise ValueError(f"method='cuda_emulated' runs the CUDA kernels on the CPU: move the model to the CPU "
-                             f"(it is on {u.device})")
-        op = torch.ops.pixelcnn.cached_sample_emulated
-    else:
-        op = torch.ops.pixelcnn.cached_sample
-    return op(u.contiguous(), weights, biases, conds, model.channels,
-                                            float(temperature))
+    return op(u.contiguous(), weights, biases, conds, model.channels, float(temperature))
 
