@@ -4,9 +4,11 @@
 // Model: the blocks of a grid run one after another; the threads of a block run as cooperative fibers (ucontext)
 // that switch only at __syncthreads(), so a block sees exactly the interleavings a barrier allows. __shared__
 // variables become per-OS-thread statics (one block runs at a time, so they are per-block storage); dynamic shared
-// memory is one buffer per launch. threadIdx/blockIdx/blockDim/gridDim are the running fiber's. Warp primitives are
-// not provided: the kernels use shared memory and __syncthreads() only, and a kernel that used one would not compile
-// here.
+// memory is one buffer per launch. threadIdx/blockIdx/blockDim/gridDim are the running fiber's. Between two barriers
+// the threads run one after another, in increasing threadIdx order in even blocks and decreasing in odd ones: a
+// kernel whose result depends on that order (a data race on a GPU) gives different results in different blocks. Warp
+// primitives are not provided: the kernels use shared memory and __syncthreads() only, and a kernel that used one would
+// not compile here.
 //
 // What it checks like a GPU would: block size (<= 1024 threads), grid size (x < 2^31, y and z <= 65535), dynamic
 // shared memory above 48 KB only after the kernel's attribute allows it (and never above the device's opt-in limit),
@@ -254,8 +256,12 @@ inline void launch(const void* kernel, dim3 grid, dim3 block_dim, size_t shared_
     for (unsigned by = 0; by < grid.y; ++by) {
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         b.block_idx = dim3(bx, by, bz);
-        for (size_t t = 0; t < threads; ++t) {
-          init_fiber(fibers[t], b, stacks.get() + t * kStackBytes,
+        // threads run in increasing threadIdx order in even blocks and in decreasing order in odd ones, so that
+        // a result that depends on the order of threads between two barriers (a race on a GPU) shows
+        const bool reverse = (bx + grid.x * (by + grid.y * bz)) % 2 == 1;
+        for (size_t i = 0; i < threads; ++i) {
+          const size_t t = reverse ? threads - 1 - i : i;
+          init_fiber(fibers[i], b, stacks.get() + i * kStackBytes,
                      dim3(t % block_dim.x, (t / block_dim.x) % block_dim.y, t / (block_dim.x * block_dim.y)));
         }
         run_block(b, fibers);

@@ -37,6 +37,16 @@ __global__ void rotate(int* out) {
   out[blockIdx.x * blockDim.x + threadIdx.x] = ring[(threadIdx.x + 1) % blockDim.x];
 }
 
+// A data race: thread 0 reads what thread 31 writes in the same barrier interval; the emulation's alternating
+// thread order makes the result differ between even and odd blocks.
+__global__ void racy(int* out) {
+  __shared__ int cell;
+  if (threadIdx.x == 0) cell = 0;
+  __syncthreads();
+  if (threadIdx.x == 31) cell = 1;
+  if (threadIdx.x == 0) out[blockIdx.x] = cell;
+}
+
 __global__ void divergent_barrier(int* out) {
   if (threadIdx.x == 0) return;
   __syncthreads();
@@ -62,6 +72,11 @@ void test_emulator() {
   PIXELCNN_LAUNCH(k2, dim3(2), dim3(64), 0, nullptr, rot.data());
   for (int b = 0; b < 2; ++b)
     for (int t = 0; t < 64; ++t) EXPECT(rot[b * 64 + t] == (t + 1) % 64 + 100 * b);
+
+  std::vector<int> race(2, -1);
+  auto k5 = racy;
+  PIXELCNN_LAUNCH(k5, dim3(2), dim3(32), 0, nullptr, race.data());
+  EXPECT(race[0] != race[1]);
 
   std::vector<int> out(64, 0);
   bool thrown = false;
