@@ -8,9 +8,10 @@ STAMP := $(VENV)/.installed-stamp
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 NODE_DIR := export/examples/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
-SOURCES := setup.py requirements.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cpp csrc/cuda/*.cu csrc/cuda/*.h)
+SOURCES := setup.py requirements.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cpp csrc/cuda/*.cu csrc/cuda/*.h \
+	csrc/cuda/*.cuh csrc/emulation/*.cpp csrc/emulation/*.h)
 
-.PHONY: install train test bench clean sanitize
+.PHONY: install train test bench clean sanitize gpu-check
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -39,6 +40,12 @@ test: $(STAMP) $(NODE_STAMP)
 bench: $(STAMP) $(NODE_STAMP)
 	$(PYTHON) -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results/latest.json
 	$(PYTHON) -m benchmarks.report benchmarks/results/latest.json
+
+# On a machine with a CUDA GPU: the GPU-only tests, then the CUDA sampling benchmarks (seed size included).
+gpu-check: $(STAMP)
+	$(PYTHON) -m pytest -q -ra -m gpu tests
+	$(PYTHON) -m pytest benchmarks/bench_sampling_cuda.py --benchmark-only --gpu-sizes \
+	  --benchmark-json=benchmarks/results/gpu.json
 
 # The CUDA emulation and the fused sampler kernel's source (no torch) under AddressSanitizer + UBSan.
 SANITIZE_FLAGS := -std=c++20 -O1 -g -ffp-contract=off -fsanitize=address,undefined -fno-sanitize-recover=all \
