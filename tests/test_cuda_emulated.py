@@ -101,6 +101,19 @@ def test_shared_memory_above_48_kb_is_allowed_by_the_kernel_attribute():
     assert torch.equal(got, want)
 
 
+def test_rows_beyond_the_devices_shared_memory_get_a_clear_error():
+    """A 141x141 first kernel over 3 colours has (70 * 141 + 71) * 3 live taps: 233 KB of float64, beyond the
+    227 KB a block may use on sm_90 (the emulated device)."""
+    g = torch.Generator().manual_seed(0)
+    h, k0 = 4, 141
+    shapes = [(2 * h, 3, k0, k0), (h, 2 * h, 1, 1), (h, h, 3, 3), (2 * h, h, 1, 1), (2 * h, 2 * h, 1, 1),
+              (256 * 3, 2 * h, 1, 1)]
+    weights = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    biases = [torch.zeros(s[0], dtype=torch.float64) for s in shapes]
+    with pytest.raises(RuntimeError, match=r"need \d+ bytes of shared memory, the device allows 232448 per block"):
+        torch.ops.pixelcnn.cached_sample_emulated(torch.rand(1, 3, 2, 2), weights, biases, [], 3, 1.0)
+
+
 def test_completion_copies_known_subpixels_like_the_cpu_op():
     model = random_model(channels=3, num_classes=3, hidden=8, blocks=2, kernel_size=3, size=(5, 4))
     labels = torch.tensor([0, 2, 1])
