@@ -8,9 +8,10 @@
 // H*W*C loop can be one persistent launch (steps_per_launch = 0) or one launch per step (steps_per_launch = 1).
 //
 // Numerics: every output is bias (+ class vector) and then + input[k] * w[k] for k in the packed order, one thread
-// per output, exactly the CPU op's order in float64 (csrc/sampler.cpp), and the draw is csrc/draw.h's rule done by
-// 32 lanes (a chunk of 8 levels each) with the chunk offsets summed left to right. No fused multiply-add (nvcc
-// --fmad=false; the host build -ffp-contract=off), so the GPU and the emulation compute the same bits.
+// per output, exactly the CPU op's order in float64 (csrc/sampler.cpp; it skips zero inputs, which changes at most
+// the sign of a zero sum and never a drawn value), and the draw is csrc/draw.h's rule done by 32 lanes (a chunk of 8
+// levels each) with the chunk offsets summed left to right. No fused multiply-add (nvcc --fmad=false; the host build
+// -ffp-contract=off), so the GPU and the emulation compute the same bits.
 #pragma once
 
 #include "cuda_compat.cuh"  // first: real CUDA or the emulation
