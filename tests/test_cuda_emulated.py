@@ -182,3 +182,20 @@ def test_real_cuda_equals_cpu_op_and_emulation_bit_for_bit_in_float64(n, steps_p
     assert want.float().std() > 10
     assert torch.equal(emulated, want)
     assert torch.equal(got.cpu(), want)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_real_cuda_equals_its_emulation_bit_for_bit_in_float32():
+    """float32: the GPU build (--fmad=false, IEEE division, no flush to zero) and the emulation (-ffp-contract=off,
+    SSE) do the same float operations in the same order, so they agree exactly; the CPU op's FMA tiles may not."""
+    model = random_model(channels=3, num_classes=4, hidden=16, blocks=2, kernel_size=5, size=(8, 7),
+                         dtype=torch.float32, std=0.1)
+    labels = torch.arange(20) % 4
+    u = torch.rand(20, 3, 8, 7, generator=torch.Generator().manual_seed(6))
+    emulated = sample(model, labels, 1.0, None, "cuda_emulated", uniforms=u)
+    got = sample(model.cuda(), labels.cuda(), 1.0, None, "cached_ext", uniforms=u.cuda()).cpu()
+    cpu = sample(model, labels, 1.0, None, "cached_ext", uniforms=u)
+    assert emulated.float().std() > 10
+    assert torch.equal(got, emulated)
+    assert (got == cpu).float().mean() >= 0.99
