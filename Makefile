@@ -14,9 +14,10 @@ RUN_DIR := runs/pixelcnn
 WEB_MODEL := $(RUN_DIR)/best.sampler.onnx
 WEB_PORT ?= 8000
 WEB_PRECISION ?= float64
-SOURCES := setup.py requirements.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cpp csrc/cuda/*.cu csrc/cuda/*.h)
+SOURCES := setup.py requirements.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cpp csrc/cuda/*.cu csrc/cuda/*.h \
+	csrc/cuda/*.cuh csrc/emulation/*.cpp csrc/emulation/*.h)
 
-.PHONY: install train test bench clean lint format figures chromium web-demo web-screenshot gpu-check
+.PHONY: install train test bench clean lint format figures chromium web-demo web-screenshot gpu-check sanitize
 
 install: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) chromium
 
@@ -106,8 +107,23 @@ figures: $(STAMP)
 # run there), times the masked-conv kernel and writes benchmarks/results/<gpu-name>.md; without a GPU it says so and
 # runs the static SASS checks. Uses the venv when there is one, else the system python3 (torch >= 2.11, triton >= 3.6).
 GPU_PYTHON ?= $(if $(wildcard $(PYTHON)),$(PYTHON),$(PY))
+# Then the CUDA sampler's benchmarks (seed size included); they skip without a GPU.
 gpu-check:
 	$(GPU_PYTHON) -m benchmarks.gpu_check
+	$(GPU_PYTHON) -m pytest benchmarks/bench_sampling_cuda.py --benchmark-only --gpu-sizes \
+	  --benchmark-json=benchmarks/results/gpu-sampling.json
+
+# The CUDA emulation and the fused sampler kernel's source (no torch) under AddressSanitizer + UBSan.
+COMMA := ,
+SANITIZE_FLAGS := -std=c++20 -O1 -g -ffp-contract=off -fsanitize=address,undefined -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer
+# ASan builds switch fibers with ucontext, others with the x86-64 fast switch: UBSan alone checks the latter.
+sanitize:
+	mkdir -p build
+	$(CXX) $(SANITIZE_FLAGS) csrc/emulation/selftest.cpp -o build/emulation_selftest
+	ASAN_OPTIONS=detect_leaks=1 build/emulation_selftest
+	$(CXX) $(subst address$(COMMA),,$(SANITIZE_FLAGS)) csrc/emulation/selftest.cpp -o build/emulation_selftest_ub
+	build/emulation_selftest_ub
 
 clean:
 	rm -rf build *.egg-info pixelcnn/_C*.so .pytest_cache .benchmarks

@@ -30,7 +30,8 @@ def _extensions():
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     with_cuda = bool(cuda_home and torch.version.cuda)
-    sources = ["csrc/module.cpp", "csrc/ops.cpp", "csrc/sampler.cpp"]
+    sources = ["csrc/module.cpp", "csrc/ops.cpp", "csrc/sampler.cpp", "csrc/emulation/sampler_emulated.cpp",
+               "csrc/emulation/sampler_kernels_emulated.cpp"]
     # the C++ standard comes from torch (C++20 for 2.14); no fused multiply-add unless written out, so that the
     # draw rule (csrc/draw.h) gives the same bits as its Python mirror and the CUDA build (--fmad=false)
     cxx = ["-O3", "-fopenmp", "-ffp-contract=off"]

@@ -37,6 +37,10 @@ TORCH_LIBRARY(pixelcnn, m) {
   // [N, C, H, W]) give completion: a known sub-pixel is copied, not drawn, and still flows through the caches.
   m.def("cached_sample(Tensor uniforms, Tensor[] weights, Tensor[] biases, Tensor[] conds, int channels, "
         "float temperature, Tensor? known=None, Tensor? known_mask=None) -> Tensor");
+  // The CUDA kernels' own source run on the CPU under the CUDA emulation (csrc/emulation); CPU tensors only.
+  m.def("cached_sample_emulated(Tensor uniforms, Tensor[] weights, Tensor[] biases, Tensor[] conds, int channels, "
+        "float temperature, Tensor? known=None, Tensor? known_mask=None) -> Tensor");
+  m.def("emulated_launches() -> int");  // kernel launches the emulation has run in this process
   m.def("draw(Tensor logits, Tensor u, float temperature) -> Tensor");
 }
 

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "one for all")
     add_sampling_flags(p, "generator seed (same seed, same images for every method)")
     p.add_argument("--method", choices=("auto",) + METHODS, default="auto",
-                   help="naive (full forward per sub-pixel), cached (Python), cached_ext (C++/CUDA); auto = fastest")
+                   help="naive (full forward per sub-pixel), cached (Python), cached_ext (C++/CUDA), "
+                        "cuda_emulated (the CUDA kernels run on the CPU, for checks); auto = fastest")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--compile", action="store_true",
                    help="with --method naive: run the network compiled with frozen weights (pixelcnn.inference)")

@@ -16,7 +16,7 @@ from pixelcnn.extension import extension_error, load_extension
 from pixelcnn.model import PixelCNN
 from pixelcnn.step import CachedStep
 
-METHODS = ("naive", "cached", "cached_ext")
+METHODS = ("naive", "cached", "cached_ext", "cuda_emulated")
 
 
 def draw_uniforms(shape: tuple[int, ...], generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -67,7 +67,8 @@ def sample(model: PixelCNN, labels: Optional[torch.Tensor] = None, temperature: 
     """Draw images: uint8 ``[N, C, H, W]`` on the model's device.
 
     ``method``: ``naive`` (a full forward per sub-pixel), ``cached`` (incremental, Python), ``cached_ext``
-    (incremental, C++/CUDA extension) or ``auto`` (the fastest available). ``uniforms`` replaces the draw from
+    (incremental, C++/CUDA extension), ``cuda_emulated`` (the CUDA kernels' source run on the CPU under
+    emulation: slow, for checks) or ``auto`` (the fastest available). ``uniforms`` replaces the draw from
     ``generator`` (for cross-runtime checks); it must be float32 ``[N, C, H, W]`` in [0, 1).
     Completion: ``known`` (uint8) and ``known_mask`` (bool), both ``[N, C, H, W]``: where the mask is set the
     sub-pixel is copied from ``known`` instead of drawn, and later sub-pixels condition on it.
@@ -95,7 +96,8 @@ def sample(model: PixelCNN, labels: Optional[torch.Tensor] = None, temperature: 
             return _sample_naive(model, labels, uniforms, temperature, known, known_mask, progress)
         if method == "cached":
             return CachedSampler(model, labels, n).run(uniforms, temperature, known, known_mask, progress)
-        return _sample_ext(model, labels, uniforms, temperature, known, known_mask)
+        return _sample_ext(model, labels, uniforms, temperature, known, known_mask,
+                           emulated=method == "cuda_emulated")
     finally:
         model.train(was_training)
 
@@ -106,8 +108,8 @@ def resolve_method(method: str) -> str:
         return "cached_ext" if load_extension() is not None else "cached"
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r}; expected one of {METHODS} or 'auto'")
-    if method == "cached_ext" and load_extension() is None:
-        raise RuntimeError(f"method='cached_ext' needs the compiled extension pixelcnn._C: {extension_error()}")
+    if method in ("cached_ext", "cuda_emulated") and load_extension() is None:
+        raise RuntimeError(f"method={method!r} needs the compiled extension pixelcnn._C: {extension_error()}")
     return method
 
 
@@ -177,8 +179,11 @@ def extension_arguments(model: PixelCNN, labels: Optional[torch.Tensor]):
     return weights, biases, conds
 
 
-def _sample_ext(model, labels, u, temperature, known=None, known_mask=None):
+def _sample_ext(model, labels, u, temperature, known=None, known_mask=None, emulated=False):
+    if emulated and u.device.type != "cpu":
+        raise ValueError(f"method='cuda_emulated' runs the CUDA kernels on the CPU: move the model to the CPU "
+                         f"(it is on {u.device})")
+    op = torch.ops.pixelcnn.cached_sample_emulated if emulated else torch.ops.pixelcnn.cached_sample
     weights, biases, conds = extension_arguments(model, labels)
-    return torch.ops.pixelcnn.cached_sample(u.contiguous(), weights, biases, conds, model.channels,
-                                            float(temperature), known, known_mask)
+    return op(u.contiguous(), weights, biases, conds, model.channels, float(temperature), known, known_mask)
 

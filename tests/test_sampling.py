@@ -109,7 +109,7 @@ def test_extension_was_built_with_cuda_kernels():
     assert cuda_kernels_built()
     with open(ext.__file__, "rb") as f:
         blob = f.read()
-    for symbol in (b"spatial_conv", b"enqueue_step", b"draw"):
+    for symbol in (b"sample_steps", b"enqueue_sampling", b"draw"):
         assert symbol in blob, symbol
 
 
