@@ -36,7 +36,7 @@ at::Tensor run(const at::Tensor& u, const std::vector<at::Tensor>& weights, cons
     L.p = L.k / 2;
     L.rows = L.p + 1;
     L.wp = W + 2 * L.p;
-    keep.push_back(pack_live_taps(w.contiguous()));
+    keep.push_back(live_tap_matrix(w.contiguous()));
     L.w = keep.back().template data_ptr<T>();
     L.K = keep.back().size(0);
     keep.push_back(biases[l].contiguous());
