@@ -53,8 +53,9 @@ bool selected_isa(Isa* isa, std::string* error) {
   for (Isa candidate : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
     if (std::strcmp(forced, isa_name(candidate)) != 0) continue;
     if (!runs(candidate)) {
-      *error = std::string("PIXELCNN_CPU_ISA=") + forced + ": this CPU (or this non-x86 build) cannot run it; it runs " +
-               names + " (unset the variable to take the widest)";
+      *error = std::string("PIXELCNN_CPU_ISA=") + forced +
+               ": this CPU (or this non-x86 build) cannot run it; it runs " + names +
+               " (unset the variable to take the widest)";
       return false;
     }
     *isa = candidate;

@@ -3,8 +3,8 @@
 #include "gemm.h"
 
 #include <algorithm>
-#include <cassert>
 #include <array>
+#include <cassert>
 #include <new>
 #include <type_traits>
 #include <utility>
@@ -112,12 +112,12 @@ Panels<T> pack_panels(const T* b, int64_t ldb, int64_t K, int64_t N, int64_t wid
   T* out = p.data.data();
   for (int64_t q = 0; q < p.count; ++q) {
     for (int64_t k = 0; k < K; ++k) {
-      for (int64_t w = 0; w < width && q * width + w < N; ++w) out[(q * K + k) * width + w] = b[k * ldb + q * width + w];
+      for (int64_t w = 0; w < width && q * width + w < N; ++w)
+        out[(q * K + k) * width + w] = b[k * ldb + q * width + w];
     }
   }
   return p;
 }
-
 
 template <typename T>
 void multiply_add(cpu::Isa isa, const T* a, int64_t lda, int64_t M, const Panels<T>& b, int64_t q0, int64_t q1, T* c,
@@ -138,8 +138,8 @@ template Panels<float> pack_panels(const float*, int64_t, int64_t, int64_t, int6
 template Panels<double> pack_panels(const double*, int64_t, int64_t, int64_t, int64_t);
 template void multiply_add(cpu::Isa, const float*, int64_t, int64_t, const Panels<float>&, int64_t, int64_t, float*,
                            int64_t);
-template void multiply_add(cpu::Isa, const double*, int64_t, int64_t, const Panels<double>&, int64_t, int64_t,
-                           double*, int64_t);
+template void multiply_add(cpu::Isa, const double*, int64_t, int64_t, const Panels<double>&, int64_t, int64_t, double*,
+                           int64_t);
 
 }  // namespace gemm
 }  // namespace pixelcnn

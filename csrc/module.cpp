@@ -36,8 +36,7 @@ PyMethodDef methods[] = {
     {"cpu_isas", cpu_isas, METH_NOARGS, "The vector ISAs this build and CPU run, scalar first."},
     {nullptr, nullptr, 0, nullptr}};
 
-PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "PixelCNN cached-sampler ops (torch.ops.pixelcnn.*)", -1,
-                      methods};
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "PixelCNN cached-sampler ops (torch.ops.pixelcnn.*)", -1, methods};
 
 }  // namespace
 

@@ -37,15 +37,14 @@ int64_t check_sampler_args(const at::Tensor& u, const std::vector<at::Tensor>& w
   TORCH_CHECK(u.dim() == 4 && u.scalar_type() == at::kFloat,
               "cached_sample: uniforms must be float32 [N, C, H, W], got ", u.scalar_type(), " ", u.sizes());
   TORCH_CHECK(channels == 1 || channels == 3, "cached_sample: channels must be 1 or 3, got ", channels);
-  TORCH_CHECK(u.size(1) == channels, "cached_sample: uniforms have ", u.size(1), " channels, model has ",
-              channels);
+  TORCH_CHECK(u.size(1) == channels, "cached_sample: uniforms have ", u.size(1), " channels, model has ", channels);
   TORCH_CHECK(temperature > 0, "cached_sample: temperature must be > 0, got ", temperature);
   TORCH_CHECK(weights.size() >= 3 && (weights.size() - 3) % 3 == 0 && biases.size() == weights.size(),
               "cached_sample: expected 3 + 3*blocks weights and as many biases, got ", weights.size(), " and ",
               biases.size());
   const int64_t blocks = (weights.size() - 3) / 3;
-  TORCH_CHECK(conds.empty() || conds.size() == static_cast<size_t>(blocks + 1),
-              "cached_sample: expected 0 or ", blocks + 1, " class-vector tensors, got ", conds.size());
+  TORCH_CHECK(conds.empty() || conds.size() == static_cast<size_t>(blocks + 1), "cached_sample: expected 0 or ",
+              blocks + 1, " class-vector tensors, got ", conds.size());
   for (size_t l = 0; l < weights.size(); ++l) {
     TORCH_CHECK(weights[l].dim() == 4 && weights[l].size(2) == weights[l].size(3) && weights[l].size(2) % 2 == 1,
                 "cached_sample: weight ", l, " must be [Cout, Cin, k, k] with odd k, got ", weights[l].sizes());
@@ -54,9 +53,11 @@ int64_t check_sampler_args(const at::Tensor& u, const std::vector<at::Tensor>& w
     TORCH_CHECK(biases[l].dim() == 1 && biases[l].size(0) == weights[l].size(0) &&
                     biases[l].scalar_type() == weights[0].scalar_type() && biases[l].device() == u.device(),
                 "cached_sample: bias ", l, " must be [", weights[l].size(0), "] of the weights' dtype and device");
-    TORCH_CHECK(weights[l].size(2) == 1 || l == 0 || (l % 3 == 2 && l < weights.size() - 2),
-                "cached_sample: weight ", l, " must be 1x1 (only the first conv and each block's middle are spatial), "
-                "got ", weights[l].sizes());
+    TORCH_CHECK(weights[l].size(2) == 1 || l == 0 || (l % 3 == 2 && l < weights.size() - 2), "cached_sample: weight ",
+                l,
+                " must be 1x1 (only the first conv and each block's middle are spatial), "
+                "got ",
+                weights[l].sizes());
   }
   // each layer reads the one before it, except a block's 1x1 in and head_hidden, which read the residual stream
   const int64_t stream = weights[0].size(0);
@@ -83,13 +84,13 @@ int64_t check_sampler_args(const at::Tensor& u, const std::vector<at::Tensor>& w
 
 void check_known(const at::Tensor& u, const c10::optional<at::Tensor>& known,
                  const c10::optional<at::Tensor>& known_mask) {
-  TORCH_CHECK(known.has_value() == known_mask.has_value(),
-              "cached_sample: pass both known and known_mask, or neither");
+  TORCH_CHECK(known.has_value() == known_mask.has_value(), "cached_sample: pass both known and known_mask, or neither");
   if (!known.has_value()) return;
-  TORCH_CHECK(known->scalar_type() == at::kByte && known->sizes() == u.sizes(),
-              "cached_sample: known must be uint8 ", u.sizes(), " (the uniforms' shape), got ", known->scalar_type(), " ", known->sizes());
+  TORCH_CHECK(known->scalar_type() == at::kByte && known->sizes() == u.sizes(), "cached_sample: known must be uint8 ",
+              u.sizes(), " (the uniforms' shape), got ", known->scalar_type(), " ", known->sizes());
   TORCH_CHECK(known_mask->scalar_type() == at::kBool && known_mask->sizes() == u.sizes(),
-              "cached_sample: known_mask must be bool ", u.sizes(), ", got ", known_mask->scalar_type(), " ", known_mask->sizes());
+              "cached_sample: known_mask must be bool ", u.sizes(), ", got ", known_mask->scalar_type(), " ",
+              known_mask->sizes());
   TORCH_CHECK(known->device() == u.device() && known_mask->device() == u.device(),
               "cached_sample: known and known_mask must be on the uniforms' device");
 }
@@ -107,14 +108,15 @@ namespace {
 using gemm::Buffer;
 using gemm::Panels;
 
-// The draw rule compiled for AVX2 (floor as one instruction; the same bits: nothing is fused, -ffp-contract=off).
+// The draw rule (draw.h) as built for any CPU, and built for AVX2 (flatten: draw_value is compiled into this
+// function, floor as one instruction; the same bits, since nothing is fused: -ffp-contract=off).
 template <typename T>
 int draw_portable(const T* logits, double temperature, float u) {
   return draw::draw_value(logits, 1, temperature, u);
 }
 #if PIXELCNN_X86
 template <typename T>
-__attribute__((target("avx2"))) int draw_avx2(const T* logits, double temperature, float u) {
+__attribute__((target("avx2"), flatten)) int draw_avx2(const T* logits, double temperature, float u) {
   return draw::draw_value(logits, 1, temperature, u);
 }
 #endif
@@ -203,8 +205,8 @@ class Sampler {
     auto head = live_tap_matrix(weights.back().contiguous());
     auto head_bias = biases.back().contiguous().view({256, C_}).t().contiguous();  // [C][256]
     for (int64_t c = 0; c < C_; ++c) {
-      head_.push_back(make_layer<T>(weights.back(), head_bias[c], head.slice(1, c, head.size(1), C_).contiguous(),
-                                    N_, W_, panel));
+      head_.push_back(
+          make_layer<T>(weights.back(), head_bias[c], head.slice(1, c, head.size(1), C_).contiguous(), N_, W_, panel));
     }
     for (const auto& x : conds) conds_.push_back(x.contiguous());
     image_ = at::zeros({N_, C_, H_, W_}, u.options().dtype(at::kByte));
@@ -377,7 +379,8 @@ class Sampler {
 
     start_rows(s, out, nullptr, a.update.data(), a.ldh);
     multiply(s, out, a.mid.data(), a.ldh, a.update.data(), a.ldh);
-    for_own_outputs(s, out, [&](int64_t r, int64_t co) { a.x.data()[r * a.ldx + co] += a.update.data()[r * a.ldh + co]; });
+    for_own_outputs(s, out,
+                    [&](int64_t r, int64_t co) { a.x.data()[r * a.ldx + co] += a.update.data()[r * a.ldh + co]; });
     sync(s);
   }
 

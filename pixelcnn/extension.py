@@ -1,4 +1,5 @@
 """Loads the compiled extension ``pixelcnn._C`` (ops ``torch.ops.pixelcnn.*``) and remembers why it failed."""
+
 from __future__ import annotations
 
 import importlib
@@ -12,12 +13,15 @@ def load_extension():
     if "module" not in _state:
         try:
             import torch  # noqa: F401  (the extension links against torch's libraries)
+
             _state["module"] = importlib.import_module("pixelcnn._C")
             _state["error"] = None
         except ImportError as e:
             _state["module"] = None
-            _state["error"] = (f"{e}. Build it with `pip install --no-build-isolation -e .` (make test does) "
-                               f"and make sure the same torch is installed as at build time")
+            _state["error"] = (
+                f"{e}. Build it with `pip install --no-build-isolation -e .` (make test does) "
+                f"and make sure the same torch is installed as at build time"
+            )
     return _state["module"]
 
 
@@ -30,8 +34,10 @@ def cuda_kernels_built() -> bool:
     """Whether CUDA kernels of ``pixelcnn::cached_sample`` are registered, as torch's dispatcher says (they are
     when nvcc compiled them into the extension); works without a GPU."""
     import torch
+
     return load_extension() is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "pixelcnn::cached_sample", "CUDA")
+        "pixelcnn::cached_sample", "CUDA"
+    )
 
 
 def cpu_isa() -> str:

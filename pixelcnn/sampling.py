@@ -14,6 +14,7 @@ import torch
 from pixelcnn.draw import draw_values
 from pixelcnn.extension import extension_error, load_extension
 from pixelcnn.model import PixelCNN
+from pixelcnn.ops.cached_sample import cached_sample
 from pixelcnn.pixels import LEVELS, to_unit
 
 METHODS = ("naive", "cached", "cached_ext")
@@ -222,6 +223,5 @@ def extension_arguments(model: PixelCNN, labels: Optional[torch.Tensor]):
 
 def _sample_ext(model, labels, u, temperature):
     weights, biases, conds = extension_arguments(model, labels)
-    return torch.ops.pixelcnn.cached_sample(u.contiguous(), weights, biases, conds, model.channels,
-                                            float(temperature))
+    return cached_sample(u.contiguous(), weights, biases, conds, model.channels, temperature)
 
