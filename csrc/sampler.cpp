@@ -235,8 +235,10 @@ class Sampler {
 #else
       const int t = 0, nt = 1;
 #endif
-      if (by_images) {
-        sample({N_ * t / nt, N_ * (t + 1) / nt, 0, 1}, acts[t], patches[t].data());
+      if (by_images) {  // shares as allocated, even if the runtime gave fewer threads than asked for
+        for (int share = t; share < team; share += nt) {
+          sample({N_ * share / team, N_ * (share + 1) / team, 0, 1}, acts[share], patches[share].data());
+        }
       } else {
         sample({0, N_, t, nt}, acts[0], patches[t].data());
       }
