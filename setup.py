@@ -30,11 +30,13 @@ def _extensions():
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     with_cuda = bool(cuda_home and torch.version.cuda)
-    sources = ["csrc/module.cpp", "csrc/ops.cpp", "csrc/sampler.cpp", "csrc/emulation/sampler_emulated.cpp",
-               "csrc/emulation/sampler_kernels_emulated.cpp"]
+    sources = ["csrc/module.cpp", "csrc/ops.cpp", "csrc/sampler.cpp", "csrc/gemm.cpp", "csrc/cpu_isa.cpp",
+               "csrc/emulation/sampler_emulated.cpp", "csrc/emulation/sampler_kernels_emulated.cpp"]
     # the C++ standard comes from torch (C++20 for 2.14); no fused multiply-add unless written out, so that the
     # draw rule (csrc/draw.h) gives the same bits as its Python mirror and the CUDA build (--fmad=false)
     cxx = ["-O3", "-fopenmp", "-ffp-contract=off"]
+    if os.environ.get("PIXELCNN_DEBUG") == "1":  # debuggable build: no optimisation, symbols, assert() active
+        cxx = ["-O0", "-g", "-UNDEBUG", "-fopenmp", "-ffp-contract=off"]
     if with_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"

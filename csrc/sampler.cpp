@@ -1,18 +1,33 @@
-// Cached incremental PixelCNN sampler (DESIGN.md §5), CPU implementation and the op schema.
+// Cached incremental PixelCNN sampler (docs/DESIGN.md §5), the CPU implementation of pixelcnn::cached_sample.
 //
 // Layer order in `weights`/`biases` (masked weights [Cout, Cin, k, k]): first conv (mask A, k0 x k0), then per
 // residual block (1x1 in, k x k mask B, 1x1 out), then head_hidden (1x1), head_out (1x1, 256*C outputs).
 // `conds` is empty (unconditional) or [first [N, 2h], block_0 [N, h], ...].
-// Each spatial layer keeps, per image, a ring buffer [rows = k/2+1][W + 2p][Cin] of its input rows;
-// sub-pixel (i, j, c) evaluates every layer at (i, j) only.
-#include <immintrin.h>
+// Each spatial layer keeps, per image, a ring buffer [rows = k/2+1][W + 2p][Cin] of its input rows; sub-pixel
+// (i, j, c) evaluates every layer at (i, j) only, each layer as one product over the batch (gemm.h) on the vector
+// ISA cpu_isa.h selects. A ring slot reused by a new row is not cleared: the live taps never read its stale columns
+// (right of the centre), and the padding columns are never written.
+//
+// Threads: with at least as many images as threads, each thread samples its own images from start to end with no
+// synchronisation at all. With fewer (batch 1), a team shares every layer's output panels and meets at a barrier
+// after each layer (3 per block + 4 per sub-pixel); the team has one thread per kTeamMacsPerThread multiply-adds
+// of one sub-pixel step, since a smaller share saves less than its barriers cost (h = 64, 5 blocks: 0.24 M, one
+// thread). The sums do not depend on the split, so neither do the images.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include <algorithm>
 #include <cstring>
+#include <string>
+#include <utility>
 
+#include "cpu_isa.h"
 #include "draw.h"
+#include "gemm.h"
 #include "pixels.h"
 #include "sampler.h"
 
@@ -24,42 +39,65 @@ int64_t check_sampler_args(const at::Tensor& u, const std::vector<at::Tensor>& w
   TORCH_CHECK(u.dim() == 4 && u.scalar_type() == at::kFloat,
               "cached_sample: uniforms must be float32 [N, C, H, W], got ", u.scalar_type(), " ", u.sizes());
   TORCH_CHECK(channels == 1 || channels == 3, "cached_sample: channels must be 1 or 3, got ", channels);
-  TORCH_CHECK(u.size(1) == channels, "cached_sample: uniforms have ", u.size(1), " channels, model has ",
-              channels);
+  TORCH_CHECK(u.size(1) == channels, "cached_sample: uniforms have ", u.size(1), " channels, model has ", channels);
   TORCH_CHECK(temperature > 0, "cached_sample: temperature must be > 0, got ", temperature);
   TORCH_CHECK(weights.size() >= 3 && (weights.size() - 3) % 3 == 0 && biases.size() == weights.size(),
               "cached_sample: expected 3 + 3*blocks weights and as many biases, got ", weights.size(), " and ",
               biases.size());
   const int64_t blocks = (weights.size() - 3) / 3;
-  TORCH_CHECK(conds.empty() || conds.size() == static_cast<size_t>(blocks + 1),
-              "cached_sample: expected 0 or ", blocks + 1, " class-vector tensors, got ", conds.size());
+  TORCH_CHECK(conds.empty() || conds.size() == static_cast<size_t>(blocks + 1), "cached_sample: expected 0 or ",
+              blocks + 1, " class-vector tensors, got ", conds.size());
   for (size_t l = 0; l < weights.size(); ++l) {
     TORCH_CHECK(weights[l].dim() == 4 && weights[l].size(2) == weights[l].size(3) && weights[l].size(2) % 2 == 1,
-                "cached_sample: weight ", l, " must be [Cout, Cin, k, k] with odd k");
+                "cached_sample: weight ", l, " must be [Cout, Cin, k, k] with odd k, got ", weights[l].sizes());
     TORCH_CHECK(weights[l].scalar_type() == weights[0].scalar_type() && weights[l].device() == u.device(),
                 "cached_sample: all weights must share dtype and the uniforms' device");
+    TORCH_CHECK(biases[l].dim() == 1 && biases[l].size(0) == weights[l].size(0) &&
+                    biases[l].scalar_type() == weights[0].scalar_type() && biases[l].device() == u.device(),
+                "cached_sample: bias ", l, " must be [", weights[l].size(0), "] of the weights' dtype and device");
+    TORCH_CHECK(weights[l].size(2) == 1 || l == 0 || (l % 3 == 2 && l < weights.size() - 2), "cached_sample: weight ",
+                l,
+                " must be 1x1 (only the first conv and each block's middle are spatial), "
+                "got ",
+                weights[l].sizes());
+  }
+  // each layer reads the one before it, except a block's 1x1 in and head_hidden, which read the residual stream
+  const int64_t stream = weights[0].size(0);
+  for (size_t l = 0; l < weights.size(); ++l) {
+    const bool reads_stream = l % 3 == 1;
+    const int64_t inputs = l == 0 ? channels : reads_stream ? stream : weights[l - 1].size(0);
+    TORCH_CHECK(weights[l].size(1) == inputs, "cached_sample: weight ", l, " has ", weights[l].size(1),
+                " input channels, the layer it reads gives ", inputs);
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    TORCH_CHECK(weights[3 + 3 * b].size(0) == stream, "cached_sample: block ", b, " must output ", stream,
+                " channels (the residual stream), got ", weights[3 + 3 * b].size(0));
   }
   TORCH_CHECK(weights.back().size(0) == 256 * channels, "cached_sample: last layer must have 256*C outputs");
-  for (const auto& c : conds) {
-    TORCH_CHECK(c.dim() == 2 && c.size(0) == u.size(0), "cached_sample: class vectors must be [N, channels]");
+  for (size_t i = 0; i < conds.size(); ++i) {
+    const int64_t width = i == 0 ? stream : weights[2 + 3 * (i - 1)].size(0);
+    TORCH_CHECK(conds[i].dim() == 2 && conds[i].size(0) == u.size(0) && conds[i].size(1) == width &&
+                    conds[i].scalar_type() == weights[0].scalar_type() && conds[i].device() == u.device(),
+                "cached_sample: class vector ", i, " must be [", u.size(0), ", ", width,
+                "] of the weights' dtype and device, got ", conds[i].scalar_type(), " ", conds[i].sizes());
   }
   return blocks;
 }
 
 void check_known(const at::Tensor& u, const c10::optional<at::Tensor>& known,
                  const c10::optional<at::Tensor>& known_mask) {
-  TORCH_CHECK(known.has_value() == known_mask.has_value(), "cached_sample: pass both known and known_mask, or "
-              "neither");
+  TORCH_CHECK(known.has_value() == known_mask.has_value(), "cached_sample: pass both known and known_mask, or neither");
   if (!known.has_value()) return;
-  TORCH_CHECK(known->scalar_type() == at::kByte && known->sizes() == u.sizes(), "cached_sample: known must be "
-              "uint8 ", u.sizes(), " (the uniforms' shape), got ", known->scalar_type(), " ", known->sizes());
-  TORCH_CHECK(known_mask->scalar_type() == at::kBool && known_mask->sizes() == u.sizes(), "cached_sample: "
-              "known_mask must be bool ", u.sizes(), ", got ", known_mask->scalar_type(), " ", known_mask->sizes());
+  TORCH_CHECK(known->scalar_type() == at::kByte && known->sizes() == u.sizes(), "cached_sample: known must be uint8 ",
+              u.sizes(), " (the uniforms' shape), got ", known->scalar_type(), " ", known->sizes());
+  TORCH_CHECK(known_mask->scalar_type() == at::kBool && known_mask->sizes() == u.sizes(),
+              "cached_sample: known_mask must be bool ", u.sizes(), ", got ", known_mask->scalar_type(), " ",
+              known_mask->sizes());
   TORCH_CHECK(known->device() == u.device() && known_mask->device() == u.device(),
               "cached_sample: known and known_mask must be on the uniforms' device");
 }
 
-at::Tensor pack_live_taps(const at::Tensor& weight) {
+at::Tensor live_tap_matrix(const at::Tensor& weight) {
   const int64_t cout = weight.size(0), p = weight.size(2) / 2;
   auto wt = weight.permute({2, 3, 1, 0});  // [ky, kx, cin, cout]
   auto above = wt.slice(0, 0, p).reshape({-1, cout});
@@ -69,258 +107,347 @@ at::Tensor pack_live_taps(const at::Tensor& weight) {
 
 namespace {
 
-// out[n][co] (+)= sum_k in[n][k] * w[k][co] for a chunk of images, adding the terms in k order to the value
-// already in out.
-// axpy form: each weight row is loaded once per chunk; zero inputs (half of all ReLU outputs) are skipped, since
-// adding 0*w would not change the sum.
+using gemm::Buffer;
+using gemm::Panels;
+
+// The draw rule (draw.h) as built for any CPU, and built for AVX2 (flatten: draw_value is compiled into this
+// function, floor as one instruction; the same bits, since nothing is fused: -ffp-contract=off).
 template <typename T>
-inline __attribute__((always_inline)) void dense_axpy(const T* in, int64_t K, int64_t n0, int64_t n1, const T* w,
-                                                      int64_t cout, int64_t co0, T* out) {
-  for (int64_t k = 0; k < K; ++k) {
-    const T* wk = w + k * cout;
-    for (int64_t n = n0; n < n1; ++n) {
-      const T a = in[n * K + k];
-      if (a == T(0)) continue;
-      T* o = out + n * cout;
-      for (int64_t co = co0; co < cout; ++co) o[co] += a * wk[co];
-    }
-  }
+int draw_portable(const T* logits, double temperature, float u) {
+  return draw::draw_value(logits, 1, temperature, u);
 }
-
-__attribute__((target_clones("avx2", "default"))) void dense_axpy_f32(const float* in, int64_t K, int64_t n0,
-                                                                      int64_t n1, const float* w, int64_t cout,
-                                                                      int64_t co0, float* out) {
-  dense_axpy(in, K, n0, n1, w, cout, co0, out);
+#if PIXELCNN_X86
+template <typename T>
+__attribute__((target("avx2"), flatten)) int draw_avx2(const T* logits, double temperature, float u) {
+  return draw::draw_value(logits, 1, temperature, u);
 }
+#endif
 
-// AVX2+FMA register tile: 4 images x 16 outputs held in 8 registers over all K (each weight vector serves 4
-// images, each broadcast input 16 outputs). No zero skipping: a branch per input would cost more than the FMA.
-__attribute__((target("avx2,fma"))) void dense_tiles_f32(const float* in, int64_t K, int64_t nfull,
-                                                         const float* w, int64_t cout, int64_t cfull, float* out) {
-  for (int64_t n = 0; n < nfull; n += 4) {
-    const float* i0 = in + n * K;
-    for (int64_t co = 0; co < cfull; co += 16) {
-      float* o = out + n * cout + co;
-      __m256 a00 = _mm256_loadu_ps(o), a01 = _mm256_loadu_ps(o + 8);
-      __m256 a10 = _mm256_loadu_ps(o + cout), a11 = _mm256_loadu_ps(o + cout + 8);
-      __m256 a20 = _mm256_loadu_ps(o + 2 * cout), a21 = _mm256_loadu_ps(o + 2 * cout + 8);
-      __m256 a30 = _mm256_loadu_ps(o + 3 * cout), a31 = _mm256_loadu_ps(o + 3 * cout + 8);
-      const float* wk = w + co;
-      for (int64_t k = 0; k < K; ++k, wk += cout) {
-        const __m256 w0 = _mm256_loadu_ps(wk), w1 = _mm256_loadu_ps(wk + 8);
-        __m256 x = _mm256_broadcast_ss(i0 + k);
-        a00 = _mm256_fmadd_ps(x, w0, a00);
-        a01 = _mm256_fmadd_ps(x, w1, a01);
-        x = _mm256_broadcast_ss(i0 + K + k);
-        a10 = _mm256_fmadd_ps(x, w0, a10);
-        a11 = _mm256_fmadd_ps(x, w1, a11);
-        x = _mm256_broadcast_ss(i0 + 2 * K + k);
-        a20 = _mm256_fmadd_ps(x, w0, a20);
-        a21 = _mm256_fmadd_ps(x, w1, a21);
-        x = _mm256_broadcast_ss(i0 + 3 * K + k);
-        a30 = _mm256_fmadd_ps(x, w0, a30);
-        a31 = _mm256_fmadd_ps(x, w1, a31);
-      }
-      _mm256_storeu_ps(o, a00);
-      _mm256_storeu_ps(o + 8, a01);
-      _mm256_storeu_ps(o + cout, a10);
-      _mm256_storeu_ps(o + cout + 8, a11);
-      _mm256_storeu_ps(o + 2 * cout, a20);
-      _mm256_storeu_ps(o + 2 * cout + 8, a21);
-      _mm256_storeu_ps(o + 3 * cout, a30);
-      _mm256_storeu_ps(o + 3 * cout + 8, a31);
-    }
-  }
-}
-
-bool have_fma() {
-  static const bool yes = [] {
-    __builtin_cpu_init();  // may run before libgcc's own constructor has filled in the CPU model
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return yes;
-}
-
-// Tiles cover images [0, nfull) x outputs [0, cfull); axpy does the rest (everything without AVX2/FMA).
-void dense(const float* in, int64_t K, int64_t nimg, const float* w, int64_t cout, float* out) {
-  const bool tiles = have_fma();
-  const int64_t nfull = tiles ? nimg / 4 * 4 : 0, cfull = tiles ? cout / 16 * 16 : 0;
-  dense_tiles_f32(in, K, nfull, w, cout, cfull, out);
-  dense_axpy_f32(in, K, 0, nfull, w, cout, cfull, out);
-  dense_axpy_f32(in, K, nfull, nimg, w, cout, 0, out);
-}
-
-__attribute__((target_clones("avx2", "default"))) void dense(const double* in, int64_t K, int64_t nimg,
-                                                             const double* w, int64_t cout, double* out) {
-  dense_axpy(in, K, 0, nimg, w, cout, 0, out);
-}
-
+// One layer: its live taps packed for the products, its bias (zero past cout) and, for a spatial layer, the ring
+// buffer of its input rows for every image, [N][rows][wp][cin] with wp = W + 2p (padding columns stay 0).
 template <typename T>
 struct Layer {
-  int64_t cin = 0, cout = 0, k = 1, p = 0, rows = 1, K = 0;
-  at::Tensor w;     // packed live taps [K][cout]
-  at::Tensor bias;  // [cout]
-  at::Tensor buf;   // spatial layers: [N][rows][W + 2p][cin]
+  int64_t cin = 0, cout = 0, k = 1, p = 0, rows = 1, wp = 0;
+  Panels<T> w;
+  Buffer<T> bias;
+  Buffer<T> ring;
+
+  int64_t K() const { return w.K; }
+  int64_t cols() const { return w.padded_cols(); }
+  // input vector of image n at (row, col) of the image (col may reach into the padding: -p <= col < W + p)
+  T* at(int64_t n, int64_t row, int64_t col) { return ring.data() + ((n * rows + row % rows) * wp + col + p) * cin; }
 };
 
 template <typename T>
-Layer<T> make_layer(const at::Tensor& weight, const at::Tensor& bias, int64_t n, int64_t width) {
+Layer<T> make_layer(const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& live_taps, int64_t n,
+                    int64_t image_width, int64_t panel) {
   Layer<T> L;
-  L.cout = weight.size(0);
+  L.cout = live_taps.size(1);
   L.cin = weight.size(1);
   L.k = weight.size(2);
   L.p = L.k / 2;
   L.rows = L.p + 1;
-  L.w = pack_live_taps(weight);
-  L.K = L.w.size(0);
-  L.bias = bias.contiguous();
-  if (L.k > 1) L.buf = at::zeros({n, L.rows, width + 2 * L.p, L.cin}, weight.options());
+  L.wp = image_width + 2 * L.p;
+  L.w = gemm::pack_panels(live_taps.data_ptr<T>(), L.cout, live_taps.size(0), L.cout, panel);
+  L.bias = Buffer<T>(L.cols());
+  const T* b = bias.data_ptr<T>();
+  std::copy(b, b + L.cout, L.bias.data());
+  if (L.k > 1) L.ring = Buffer<T>(n * L.rows * L.wp * L.cin);
   return L;
 }
 
+// Who computes what: images [n0, n1), and share t of nt of every layer's output panels. A team (nt > 1) shares
+// the activations of all its images and meets at a barrier after each layer.
+struct Share {
+  int64_t n0, n1;
+  int t, nt;
+  int64_t images() const { return n1 - n0; }
+};
+
+inline void sync(const Share& s) {
+#ifdef _OPENMP
+  if (s.nt > 1) {
+#pragma omp barrier
+  }
+#else
+  (void)s;
+#endif
+}
+
+// Activations of `images` rows at one position (row stride = the layer's padded width): the residual stream x,
+// each block's 1x1-in and middle outputs, the update a block adds to x, the head's hidden layer and the logits.
 template <typename T>
-void gather(const Layer<T>& L, int64_t n, int64_t i, int64_t j, T* patch) {
-  const int64_t wp = L.buf.size(2);
-  const T* base = L.buf.template data_ptr<T>() + n * L.rows * wp * L.cin;
-  T* dst = patch;
-  for (int64_t r = 0; r < L.rows; ++r) {
-    const int64_t row = i - L.p + r;  // rows above the image are zero: their slots were never written
-    const int64_t slot = ((row % L.rows) + L.rows) % L.rows;
-    const int64_t cols = (r < L.p ? L.k : L.p + 1) * L.cin;
-    if (row < 0) {
-      std::fill(dst, dst + cols, T(0));
-    } else {
-      std::memcpy(dst, base + (slot * wp + j) * L.cin, cols * sizeof(T));
+struct Activations {
+  int64_t ldx = 0, ldh = 0;
+  Buffer<T> x, in, mid, update, hidden, logits;
+};
+
+template <typename T>
+class Sampler {
+ public:
+  Sampler(const at::Tensor& u, const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
+          const std::vector<at::Tensor>& conds, int64_t channels, double temperature, int64_t blocks,
+          const c10::optional<at::Tensor>& known, const c10::optional<at::Tensor>& known_mask, cpu::Isa isa)
+      : isa_(isa),
+        N_(u.size(0)),
+        C_(channels),
+        H_(u.size(2)),
+        W_(u.size(3)),
+        blocks_(blocks),
+        temperature_(temperature),
+        uniforms_(u.data_ptr<float>()),
+        known_(known ? known->data_ptr<uint8_t>() : nullptr),
+        known_mask_(known ? known_mask->data_ptr<bool>() : nullptr) {
+    const int64_t panel = gemm::panel_width(isa, sizeof(T));
+    for (size_t l = 0; l + 1 < weights.size(); ++l) {
+      auto w = weights[l].contiguous();
+      layers_.push_back(make_layer<T>(w, biases[l].contiguous(), live_tap_matrix(w), N_, W_, panel));
     }
-    dst += cols;
+    // head_out per colour: its outputs v*C + c for colour c, so that one product gives that colour's 256 logits
+    auto head = live_tap_matrix(weights.back().contiguous());
+    auto head_bias = biases.back().contiguous().view({256, C_}).t().contiguous();  // [C][256]
+    for (int64_t c = 0; c < C_; ++c) {
+      head_.push_back(
+          make_layer<T>(weights.back(), head_bias[c], head.slice(1, c, head.size(1), C_).contiguous(), N_, W_, panel));
+    }
+    for (const auto& x : conds) conds_.push_back(x.contiguous());
+    image_ = at::zeros({N_, C_, H_, W_}, u.options().dtype(at::kByte));
+    pixels_ = image_.data_ptr<uint8_t>();
+    for (const auto& L : layers_) widest_input_ = std::max(widest_input_, std::max(L.K(), L.cols()));
   }
-}
 
-template <typename T>
-void store(Layer<T>& L, int64_t n, int64_t i, int64_t j, const T* x) {
-  const int64_t wp = L.buf.size(2);
-  T* dst = L.buf.template data_ptr<T>() + ((n * L.rows + i % L.rows) * wp + j + L.p) * L.cin;
-  std::memcpy(dst, x, L.cin * sizeof(T));
-}
-
-template <typename T>
-void init_rows(T* out, const at::Tensor& bias, const T* cond, int64_t nimg, int64_t cout, int64_t cond_stride) {
-  const T* b = bias.template data_ptr<T>();
-  for (int64_t n = 0; n < nimg; ++n) {
-    for (int64_t co = 0; co < cout; ++co) out[n * cout + co] = b[co] + (cond ? cond[n * cond_stride + co] : T(0));
-  }
-}
-
-template <typename T>
-at::Tensor cached_sample_cpu_impl(const at::Tensor& u, const std::vector<at::Tensor>& weights,
-                                  const std::vector<at::Tensor>& biases, const std::vector<at::Tensor>& conds,
-                                  int64_t C, double temperature, int64_t blocks,
-                                  const c10::optional<at::Tensor>& known, const c10::optional<at::Tensor>& known_mask) {
-  const int64_t N = u.size(0), H = u.size(2), W = u.size(3);
-  std::vector<Layer<T>> layers;
-  for (size_t l = 0; l < weights.size(); ++l) {
-    layers.push_back(make_layer<T>(weights[l].contiguous(), biases[l], N, W));
-  }
-  Layer<T>& first = layers[0];
-  const Layer<T>& hh = layers[layers.size() - 2];
-  // head_out per colour: rows v*C + c of the last layer -> [C][K][256]
-  const Layer<T>& ho = layers.back();
-  std::vector<at::Tensor> head_c;
-  for (int64_t c = 0; c < C; ++c) head_c.push_back(ho.w.slice(1, c, ho.w.size(1), C).contiguous());
-  auto head_bias = ho.bias.view({256, C}).t().contiguous();  // [C][256]
-  std::vector<at::Tensor> cond_c;
-  for (const auto& x : conds) cond_c.push_back(x.contiguous());
-  const int64_t h2 = first.cout;
-
-  auto image = at::zeros({N, C, H, W}, u.options().dtype(at::kByte));
-  auto logits = at::empty({N, 256}, weights[0].options());
-  uint8_t* img = image.data_ptr<uint8_t>();
-  const float* up = u.data_ptr<float>();
-  const uint8_t* kval = known ? known->data_ptr<uint8_t>() : nullptr;
-  const bool* kmask = known ? known_mask->data_ptr<bool>() : nullptr;
-
-  for (int64_t i = 0; i < H; ++i) {
-    for (int64_t j = 0; j < W; ++j) {
-      for (int64_t c = 0; c < C; ++c) {
-        at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-          const int64_t m = n1 - n0;
-          int64_t maxK = 0, maxC = 0;
-          for (const auto& L : layers) {
-            maxK = std::max(maxK, L.K);
-            maxC = std::max(maxC, L.cout);
-          }
-          std::vector<T> a(m * std::max(maxK, maxC)), x(m * h2), y(m * maxC), z(m * maxC);
-          // image pixel (normalised) into the first layer's ring buffer
-          for (int64_t n = n0; n < n1; ++n) {
-            if (j == 0 && c == 0) {
-              for (auto& L : layers) {
-                if (L.k > 1) {
-                  const int64_t wp = L.buf.size(2);
-                  T* s = L.buf.template data_ptr<T>() + (n * L.rows + i % L.rows) * wp * L.cin;
-                  std::fill(s, s + wp * L.cin, T(0));
-                }
-              }
-            }
-            T pix[3];
-            for (int64_t cc = 0; cc < C; ++cc) pix[cc] = to_unit<T>(img[((n * C + cc) * H + i) * W + j]);
-            store(first, n, i, j, pix);
-            gather(first, n, i, j, a.data() + (n - n0) * first.K);
-          }
-          const T* cf = cond_c.empty() ? nullptr : cond_c[0].template data_ptr<T>() + n0 * h2;
-          init_rows(x.data(), first.bias, cf, m, h2, h2);
-          dense(a.data(), first.K, m, first.w.template data_ptr<T>(), h2, x.data());
-          for (int64_t b = 0; b < blocks; ++b) {
-            Layer<T>& lin = layers[1 + 3 * b];
-            Layer<T>& mid = layers[2 + 3 * b];
-            Layer<T>& lout = layers[3 + 3 * b];
-            const int64_t h = lin.cout;
-            for (int64_t q = 0; q < m * h2; ++q) a[q] = std::max(x[q], T(0));
-            init_rows(y.data(), lin.bias, static_cast<const T*>(nullptr), m, h, 0);
-            dense(a.data(), h2, m, lin.w.template data_ptr<T>(), h, y.data());
-            for (int64_t n = n0; n < n1; ++n) {
-              T* yn = y.data() + (n - n0) * h;
-              for (int64_t q = 0; q < h; ++q) yn[q] = std::max(yn[q], T(0));
-              store(mid, n, i, j, yn);
-              gather(mid, n, i, j, a.data() + (n - n0) * mid.K);
-            }
-            const T* cb = cond_c.empty() ? nullptr : cond_c[1 + b].template data_ptr<T>() + n0 * h;
-            init_rows(z.data(), mid.bias, cb, m, h, h);
-            dense(a.data(), mid.K, m, mid.w.template data_ptr<T>(), h, z.data());
-            for (int64_t q = 0; q < m * h; ++q) z[q] = std::max(z[q], T(0));
-            // residual: x += conv_out(z) + bias
-            const T* bo = lout.bias.template data_ptr<T>();
-            for (int64_t n = 0; n < m; ++n)
-              for (int64_t q = 0; q < h2; ++q) y[n * h2 + q] = bo[q];
-            dense(z.data(), h, m, lout.w.template data_ptr<T>(), h2, y.data());
-            for (int64_t q = 0; q < m * h2; ++q) x[q] += y[q];
-          }
-          for (int64_t q = 0; q < m * h2; ++q) a[q] = std::max(x[q], T(0));
-          init_rows(y.data(), hh.bias, static_cast<const T*>(nullptr), m, hh.cout, 0);
-          dense(a.data(), h2, m, hh.w.template data_ptr<T>(), hh.cout, y.data());
-          for (int64_t q = 0; q < m * hh.cout; ++q) y[q] = std::max(y[q], T(0));
-          T* out = logits.template data_ptr<T>() + n0 * 256;
-          const T* hb = head_bias.template data_ptr<T>() + c * 256;
-          for (int64_t n = 0; n < m; ++n) std::copy(hb, hb + 256, out + n * 256);
-          dense(y.data(), hh.cout, m, head_c[c].template data_ptr<T>(), 256, out);
-        });
-        const T* lg = logits.template data_ptr<T>();
-        for (int64_t n = 0; n < N; ++n) {
-          const int64_t at = ((n * C + c) * H + i) * W + j;
-          img[at] = kmask && kmask[at] ? kval[at]
-                                       : static_cast<uint8_t>(draw::draw_value(lg + n * 256, 1, temperature, up[at]));
+  at::Tensor run() {
+    const int threads = at::in_parallel_region() ? 1 : std::max(1, at::get_num_threads());
+    const bool by_images = N_ >= threads;
+    const int64_t worth = std::max<int64_t>(1, N_ * multiply_adds_per_step() / kTeamMacsPerThread);
+    const int team = static_cast<int>(by_images ? std::min<int64_t>(threads, N_) : std::min<int64_t>(threads, worth));
+    // all allocation before the threads start: per thread for split images, one shared set for a team
+    std::vector<Activations<T>> acts(by_images ? team : 1);
+    for (auto& a : acts) a = activations(by_images ? (N_ + team - 1) / team : N_);
+    std::vector<Buffer<T>> patches;
+    for (int t = 0; t < team; ++t) patches.emplace_back((by_images ? (N_ + team - 1) / team : N_) * widest_input_);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) if (team > 1)
+#endif
+    {
+#ifdef _OPENMP
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+      const int t = 0, nt = 1;
+#endif
+      if (by_images) {  // shares as allocated, even if the runtime gave fewer threads than asked for
+        for (int share = t; share < team; share += nt) {
+          sample({N_ * share / team, N_ * (share + 1) / team, 0, 1}, acts[share], patches[share].data());
         }
-        if (c == C - 1) {  // later pixels read this one's final value from the first layer's buffer
-          for (int64_t n = 0; n < N; ++n) {
-            T pix[3];
-            for (int64_t cc = 0; cc < C; ++cc) pix[cc] = to_unit<T>(img[((n * C + cc) * H + i) * W + j]);
-            store(first, n, i, j, pix);
-          }
+      } else {
+        sample({0, N_, t, nt}, acts[0], patches[t].data());
+      }
+    }
+    return image_;
+  }
+
+ private:
+  static constexpr int64_t kTeamMacsPerThread = int64_t(1) << 19;
+
+  // Multiply-adds of one image's sub-pixel step (every layer at one position, one colour's head).
+  int64_t multiply_adds_per_step() const {
+    int64_t total = head_[0].K() * head_[0].cout;
+    for (const auto& L : layers_) total += L.K() * L.cout;
+    return total;
+  }
+
+  Activations<T> activations(int64_t rows) const {
+    Activations<T> a;
+    a.ldx = layers_[0].cols();
+    a.ldh = a.ldx;
+    for (const auto& L : layers_) a.ldh = std::max(a.ldh, L.cols());
+    a.x = Buffer<T>(rows * a.ldx);
+    a.in = Buffer<T>(rows * a.ldh);
+    a.mid = Buffer<T>(rows * a.ldh);
+    a.update = Buffer<T>(rows * a.ldh);
+    a.hidden = Buffer<T>(rows * a.ldh);
+    a.logits = Buffer<T>(rows * 256);
+    return a;
+  }
+
+  // Every sub-pixel in raster order, for the images and panels of share `s`.
+  void sample(const Share& s, Activations<T>& a, T* patch) {
+    for (int64_t i = 0; i < H_; ++i) {
+      for (int64_t j = 0; j < W_; ++j) {
+        for (int64_t c = 0; c < C_; ++c) {
+          if (s.t == 0) reveal_pixel(s, i, j);  // the channels drawn so far; later ones are masked out
+          sync(s);
+          first_layer(s, a, patch, i, j);
+          for (int64_t b = 0; b < blocks_; ++b) residual_block(s, a, patch, b, i, j);
+          head(s, a, patch, c);
+          if (s.t == 0) draw(s, a, i, j, c);
         }
+        if (s.t == 0) reveal_pixel(s, i, j);  // later pixels read this one's final value
       }
     }
   }
-  return image;
-}
+
+  // This share's output panels [q0, q1) of a layer.
+  static std::pair<int64_t, int64_t> panels(const Layer<T>& L, const Share& s) {
+    return {L.w.count * s.t / s.nt, L.w.count * (s.t + 1) / s.nt};
+  }
+
+  // out[r][q0*w .. q1*w) = bias (+ class vector of image n0 + r) for this share's panels, the products' start.
+  void start_rows(const Share& s, const Layer<T>& L, const at::Tensor* cond, T* out, int64_t ld) const {
+    const auto [q0, q1] = panels(L, s);
+    const int64_t c0 = q0 * L.w.width, c1 = q1 * L.w.width, real = std::min(c1, L.cout);
+    for (int64_t r = 0; r < s.images(); ++r) {
+      T* o = out + r * ld;
+      std::copy(L.bias.data() + c0, L.bias.data() + c1, o + c0);
+      if (cond) {
+        const T* v = cond->data_ptr<T>() + (s.n0 + r) * L.cout;
+        for (int64_t co = c0; co < real; ++co) o[co] = o[co] + v[co];
+      }
+    }
+  }
+
+  // out += a · W over this share's panels (rows r of a and out are image n0 + r)
+  void multiply(const Share& s, const Layer<T>& L, const T* a, int64_t lda, T* out, int64_t ld) const {
+    const auto [q0, q1] = panels(L, s);
+    gemm::multiply_add(isa_, a, lda, s.images(), L.w, q0, q1, out, ld);
+  }
+
+  // Apply f to this share's real (not padding) outputs of L.
+  template <typename F>
+  void for_own_outputs(const Share& s, const Layer<T>& L, F f) const {
+    const auto [q0, q1] = panels(L, s);
+    const int64_t c0 = q0 * L.w.width, c1 = std::min(q1 * L.w.width, L.cout);
+    for (int64_t r = 0; r < s.images(); ++r) {
+      for (int64_t co = c0; co < c1; ++co) f(r, co);
+    }
+  }
+
+  // Live-tap input vectors of every image of the share at (i, j) into patch [images][K]: rows i-p..i-1 over
+  // columns j-p..j+p, then row i over columns j-p..j. Rows above the image are zero.
+  void gather(const Share& s, Layer<T>& L, int64_t i, int64_t j, T* patch) const {
+    for (int64_t n = s.n0; n < s.n1; ++n) {
+      T* dst = patch + (n - s.n0) * L.K();
+      for (int64_t r = 0; r <= L.p; ++r) {
+        const int64_t row = i - L.p + r;
+        const int64_t len = (r < L.p ? L.k : L.p + 1) * L.cin;
+        if (row < 0) {
+          std::fill(dst, dst + len, T(0));
+        } else {
+          std::memcpy(dst, L.at(n, row, j - L.p), len * sizeof(T));
+        }
+        dst += len;
+      }
+    }
+  }
+
+  // relu(x) of every image of the share into patch [images][2h]: the input of a block's 1x1 in and of the head.
+  void relu_stream(const Share& s, const Activations<T>& a, T* patch) const {
+    const int64_t width = layers_[0].cout;
+    for (int64_t r = 0; r < s.images(); ++r) {
+      const T* x = a.x.data() + r * a.ldx;
+      for (int64_t q = 0; q < width; ++q) patch[r * width + q] = std::max(x[q], T(0));
+    }
+  }
+
+  // The image pixel (i, j), normalised, as the first layer's input (by thread 0 of a team, for all its images).
+  void reveal_pixel(const Share& s, int64_t i, int64_t j) {
+    Layer<T>& first = layers_[0];
+    for (int64_t n = s.n0; n < s.n1; ++n) {
+      T* dst = first.at(n, i, j);
+      for (int64_t c = 0; c < C_; ++c) dst[c] = to_unit<T>(pixels_[((n * C_ + c) * H_ + i) * W_ + j]);
+    }
+  }
+
+  // x = first conv (mask A) at (i, j) + bias + class vector.
+  void first_layer(const Share& s, Activations<T>& a, T* patch, int64_t i, int64_t j) {
+    Layer<T>& L = layers_[0];
+    gather(s, L, i, j, patch);
+    start_rows(s, L, conds_.empty() ? nullptr : &conds_[0], a.x.data(), a.ldx);
+    multiply(s, L, patch, L.K(), a.x.data(), a.ldx);
+    sync(s);
+  }
+
+  // x += conv_out(relu(conv_mid(relu(conv_in(relu(x)))) + class vector)), the middle layer reading its ring buffer.
+  void residual_block(const Share& s, Activations<T>& a, T* patch, int64_t b, int64_t i, int64_t j) {
+    Layer<T>& in = layers_[1 + 3 * b];
+    Layer<T>& mid = layers_[2 + 3 * b];
+    Layer<T>& out = layers_[3 + 3 * b];
+    relu_stream(s, a, patch);
+    start_rows(s, in, nullptr, a.in.data(), a.ldh);
+    multiply(s, in, patch, in.K(), a.in.data(), a.ldh);
+    for_own_outputs(s, in, [&](int64_t r, int64_t co) {
+      T& v = a.in.data()[r * a.ldh + co];
+      v = std::max(v, T(0));
+      mid.at(s.n0 + r, i, j)[co] = v;
+    });
+    sync(s);
+
+    gather(s, mid, i, j, patch);
+    start_rows(s, mid, conds_.empty() ? nullptr : &conds_[1 + b], a.mid.data(), a.ldh);
+    multiply(s, mid, patch, mid.K(), a.mid.data(), a.ldh);
+    for_own_outputs(s, mid, [&](int64_t r, int64_t co) {
+      T& v = a.mid.data()[r * a.ldh + co];
+      v = std::max(v, T(0));
+    });
+    sync(s);
+
+    start_rows(s, out, nullptr, a.update.data(), a.ldh);
+    multiply(s, out, a.mid.data(), a.ldh, a.update.data(), a.ldh);
+    for_own_outputs(s, out,
+                    [&](int64_t r, int64_t co) { a.x.data()[r * a.ldx + co] += a.update.data()[r * a.ldh + co]; });
+    sync(s);
+  }
+
+  // logits of colour c = head_out(relu(head_hidden(relu(x)))), outputs v*C + c.
+  void head(const Share& s, Activations<T>& a, T* patch, int64_t c) {
+    Layer<T>& hidden = layers_.back();
+    Layer<T>& out = head_[c];
+    relu_stream(s, a, patch);
+    start_rows(s, hidden, nullptr, a.hidden.data(), a.ldh);
+    multiply(s, hidden, patch, hidden.K(), a.hidden.data(), a.ldh);
+    for_own_outputs(s, hidden, [&](int64_t r, int64_t co) {
+      T& v = a.hidden.data()[r * a.ldh + co];
+      v = std::max(v, T(0));
+    });
+    sync(s);
+
+    start_rows(s, out, nullptr, a.logits.data(), 256);
+    multiply(s, out, a.hidden.data(), a.ldh, a.logits.data(), 256);
+    sync(s);
+  }
+
+  // The value of sub-pixel (i, j, c) of every image of the share: copied where known, else drawn (draw.h).
+  void draw(const Share& s, const Activations<T>& a, int64_t i, int64_t j, int64_t c) {
+    for (int64_t n = s.n0; n < s.n1; ++n) {
+      const int64_t at = ((n * C_ + c) * H_ + i) * W_ + j;
+      if (known_mask_ && known_mask_[at]) {
+        pixels_[at] = known_[at];
+        continue;
+      }
+      const T* logits = a.logits.data() + (n - s.n0) * 256;
+#if PIXELCNN_X86
+      const int v = isa_ == cpu::Isa::kScalar ? draw_portable(logits, temperature_, uniforms_[at])
+                                              : draw_avx2(logits, temperature_, uniforms_[at]);
+#else
+      const int v = draw_portable(logits, temperature_, uniforms_[at]);
+#endif
+      pixels_[at] = static_cast<uint8_t>(v);
+    }
+  }
+
+  const cpu::Isa isa_;
+  const int64_t N_, C_, H_, W_, blocks_;
+  const double temperature_;
+  const float* uniforms_;
+  const uint8_t* known_;
+  const bool* known_mask_;
+  std::vector<Layer<T>> layers_;  // all but head_out
+  std::vector<Layer<T>> head_;    // head_out, one per colour
+  std::vector<at::Tensor> conds_;
+  int64_t widest_input_ = 0;
+  at::Tensor image_;
+  uint8_t* pixels_ = nullptr;
+};
 
 at::Tensor cached_sample_cpu(const at::Tensor& u, at::TensorList weights_, at::TensorList biases_,
                              at::TensorList conds_, int64_t channels, double temperature,
@@ -329,9 +456,12 @@ at::Tensor cached_sample_cpu(const at::Tensor& u, at::TensorList weights_, at::T
       conds(conds_.begin(), conds_.end());
   const int64_t blocks = check_sampler_args(u, weights, biases, conds, channels, temperature);
   auto dtype = weights[0].scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "cached_sample (CPU): weights must be float32 or "
-              "float64, got ", dtype);
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
+              "cached_sample (CPU): weights must be float32 or float64, got ", dtype);
   check_known(u, known_, mask_);
+  cpu::Isa isa;
+  std::string error;
+  TORCH_CHECK(cpu::selected_isa(&isa, &error), "cached_sample (CPU): ", error);
   auto uc = u.contiguous();
   c10::optional<at::Tensor> known, known_mask;
   if (known_.has_value()) {
@@ -339,11 +469,9 @@ at::Tensor cached_sample_cpu(const at::Tensor& u, at::TensorList weights_, at::T
     known_mask = mask_->contiguous();
   }
   if (dtype == at::kFloat) {
-    return cached_sample_cpu_impl<float>(uc, weights, biases, conds, channels, temperature, blocks, known,
-                                         known_mask);
+    return Sampler<float>(uc, weights, biases, conds, channels, temperature, blocks, known, known_mask, isa).run();
   }
-  return cached_sample_cpu_impl<double>(uc, weights, biases, conds, channels, temperature, blocks, known,
-                                        known_mask);
+  return Sampler<double>(uc, weights, biases, conds, channels, temperature, blocks, known, known_mask, isa).run();
 }
 
 }  // namespace

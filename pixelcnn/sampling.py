@@ -14,6 +14,7 @@ import torch
 from pixelcnn.draw import draw_values
 from pixelcnn.extension import extension_error, load_extension
 from pixelcnn.model import PixelCNN
+from pixelcnn.ops.cached_sample import cached_sample
 from pixelcnn.step import CachedStep
 
 METHODS = ("naive", "cached", "cached_ext", "cuda_emulated")
@@ -180,10 +181,11 @@ def extension_arguments(model: PixelCNN, labels: Optional[torch.Tensor]):
 
 
 def _sample_ext(model, labels, u, temperature, known=None, known_mask=None, emulated=False):
-    if emulated and u.device.type != "cpu":
+    weights, biases, conds = extension_arguments(model, labels)
+    if not emulated:
+        return cached_sample(u.contiguous(), weights, biases, conds, model.channels, temperature, known, known_mask)
+    if u.device.type != "cpu":
         raise ValueError(f"method='cuda_emulated' runs the CUDA kernels on the CPU: move the model to the CPU "
                          f"(it is on {u.device})")
-    op = torch.ops.pixelcnn.cached_sample_emulated if emulated else torch.ops.pixelcnn.cached_sample
-    weights, biases, conds = extension_arguments(model, labels)
-    return op(u.contiguous(), weights, biases, conds, model.channels, float(temperature), known, known_mask)
-
+    return torch.ops.pixelcnn.cached_sample_emulated(u.contiguous(), weights, biases, conds, model.channels,
+                                                     float(temperature), known, known_mask)

@@ -1,12 +1,10 @@
 """Samplers against the full forward (DESIGN.md §5): teacher-forced cached logits, bit-identical images across
 naive / cached / cached_ext, and the compiled extension's contents."""
-import os
-
 import pytest
 import torch
 
 from pixelcnn.draw import draw_values
-from pixelcnn.extension import cuda_kernels_built, extension_error, load_extension
+from pixelcnn.extension import extension_error, load_extension
 from pixelcnn.sampling import CachedSampler, sample
 from tests.helpers import random_model
 
@@ -65,8 +63,8 @@ def test_all_methods_draw_bit_identical_images_in_float64(channels, conditional)
 @needs_ext
 @pytest.mark.parametrize("n,hidden,std", [(8, 32, 0.05), (7, 12, 0.3), (5, 24, 0.3)])
 def test_extension_matches_python_cached_in_float32_on_trained_size_model(n, hidden, std):
-    """float32 runs the AVX2/FMA register tiles (4 images x 16 outputs) with axpy edges: 7 and 5 images leave
-    remainder images, 2h = 24 and h = 12 leave remainder outputs."""
+    """float32 runs the vector GEMM tiles (csrc/gemm.h): 7 and 5 images leave partial row tiles, 2h = 24 and
+    h = 12 partial panel groups."""
     model = random_model(channels=1, num_classes=10, hidden=hidden, blocks=3, kernel_size=7, size=(12, 12),
                          dtype=torch.float32, std=std)
     labels = torch.arange(n) % 10
@@ -98,19 +96,6 @@ def test_cache_memory_is_rows_times_width_not_height_times_width():
     for layer, cache in zip(cs.step.spatial(), cs.caches, strict=True):
         rows, width, cin, n = cache.shape
         assert rows == layer.k // 2 + 1 and width == 30 + 2 * (layer.k // 2)
-
-
-@needs_ext
-def test_extension_was_built_with_cuda_kernels():
-    """CI compiles the .cu sources (nvcc is on every machine); the library must contain the kernels."""
-    import pixelcnn._C as ext
-    if os.environ.get("PIXELCNN_NO_CUDA") == "1":
-        pytest.skip("PIXELCNN_NO_CUDA=1: CUDA build step skipped on purpose")
-    assert cuda_kernels_built()
-    with open(ext.__file__, "rb") as f:
-        blob = f.read()
-    for symbol in (b"sample_steps", b"enqueue_sampling", b"draw"):
-        assert symbol in blob, symbol
 
 
 @pytest.mark.gpu

@@ -99,7 +99,7 @@ void prepare(Prepared<T>& out, const at::Tensor& u, const std::vector<at::Tensor
     L.p = L.k / 2;
     L.rows = L.p + 1;
     L.wp = static_cast<int>(W) + 2 * L.p;
-    const at::Tensor& packed = hold(pixelcnn::pack_live_taps(w.contiguous()));
+    const at::Tensor& packed = hold(pixelcnn::live_tap_matrix(w.contiguous()));
     L.w = packed.template data_ptr<T>();
     L.K = static_cast<int>(packed.size(0));
     L.bias = hold(biases[l].contiguous()).template data_ptr<T>();

@@ -11,7 +11,7 @@ namespace pixelcnn_cuda {
 // One masked conv at one position. k == 1 for the 1x1 layers (no ring buffer).
 template <typename T>
 struct Layer {
-  const T* w;     // live taps [K][cout] (csrc/sampler.h pack_live_taps)
+  const T* w;     // live taps [K][cout] (csrc/sampler.h live_tap_matrix)
   const T* bias;  // [cout]
   const T* cond;  // class vectors [N][cout], or nullptr
   T* buf;         // spatial layers: ring buffer [N][rows][wp][cin] of input rows; nullptr for 1x1 layers
