@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 
 def _umask() -> int:

@@ -79,7 +79,7 @@ class ModelConfig:
     kernel_size: int = knob(7, "k0: size of the first (mask A) convolution, odd")
     block_kernel_size: int = knob(3, "size of each residual block's masked (mask B) convolution, odd")
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         if self.channels not in (1, 3):
             raise ValueError(f"model channels={self.channels} must be 1 or 3")
         if self.hidden < self.channels:
@@ -101,7 +101,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "model config") -> "ModelConfig":
+    def from_dict(cls, data: dict, source: str = "model config") -> ModelConfig:
         return cls(**_check_types(cls, data, source)).validate()
 
 
@@ -145,7 +145,7 @@ class Config:
                              "(measured per device and layer shape on CUDA; reference on CPU)", choices=CONVS)
     checkpoint_every: int = knob(0, "also write last.pt every N optimiser steps (0 = once per epoch)")
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         def choice(name, options):
             if getattr(self, name) not in options:
                 raise ValueError(f"config {name}={getattr(self, name)!r} is not one of {options}")
@@ -192,11 +192,11 @@ class Config:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "config") -> "Config":
+    def from_dict(cls, data: dict, source: str = "config") -> Config:
         return cls(**_check_types(cls, data, source)).validate()
 
     @classmethod
-    def load(cls, path: str) -> "Config":
+    def load(cls, path: str) -> Config:
         try:
             with open(path) as f:
                 data = json.load(f)

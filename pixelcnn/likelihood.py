@@ -8,7 +8,9 @@ import torch.nn.functional as F
 
 
 def nll_nats(logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy in nats over all N*C*H*W sub-pixels. logits ``[N, 256, C, H, W]``, image uint8 ``[N, C, H, W]``."""
+    """Mean cross-entropy in nats over all N*C*H*W sub-pixels.
+
+    logits ``[N, 256, C, H, W]``, image uint8 ``[N, C, H, W]``."""
     return F.cross_entropy(logits.float(), image.long())
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import math
 import os
 import random
 import sys
 import time
-import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
@@ -23,8 +23,15 @@ import torch
 import torch.distributed as dist
 
 from pixelcnn.atomic import atomic_write, atomic_write_text
-from pixelcnn.checkpoint import (CheckpointError, check_compatible, checkpoint_config, load_checkpoint, rng_state,
-                                 save_checkpoint, set_rng_state)
+from pixelcnn.checkpoint import (
+    CheckpointError,
+    check_compatible,
+    checkpoint_config,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from pixelcnn.config import Config, ModelConfig
 from pixelcnn.cpu_allocator import keep_heap
 from pixelcnn.data import DataError, ImageData, load_data, make_loader

@@ -4,8 +4,8 @@ import math
 import numpy as np
 import torch
 
-from pixelcnn.likelihood import bits_per_dim
 from pixelcnn.config import ModelConfig
+from pixelcnn.likelihood import bits_per_dim
 from pixelcnn.model import PixelCNN
 from tests.helpers import random_model
 

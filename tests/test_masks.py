@@ -1,6 +1,5 @@
 """The mask builder against DESIGN.md §3, written out independently per tap."""
 import pytest
-import torch
 
 from pixelcnn.masks import conv_mask, live_taps
 

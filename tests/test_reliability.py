@@ -55,7 +55,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     ref.communicate(timeout=300)
     got, want = metrics(tmp_path / "run" / "m" / "metrics.csv"), metrics(tmp_path / "ref" / "m" / "metrics.csv")
     assert [r["epoch"] for r in got] == ["1", "2", "3"]  # no duplicated or missing epochs
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         assert a["step"] == b["step"]
         assert abs(float(a["test_bpd"]) - float(b["test_bpd"])) < 2e-3, (a, b)
     run_dir = tmp_path / "run" / "m"
