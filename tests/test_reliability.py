@@ -49,10 +49,10 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     state = load_checkpoint(str(ckpt))  # the file is whole: atomic rename
     assert state["step"] % EVERY == 0 or state["epoch_step"] == 0
     resumed = run_cli(BASE + ["--save-dir", str(tmp_path / "run"), "--resume"])
-    out, err = resumed.communicate(timeout=300)
+    out, err = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, err
     assert f"resumed at epoch {state['epoch'] + 1} step {state['step']}" in out
-    ref.communicate(timeout=300)
+    ref.communicate(timeout=900)
     got, want = metrics(tmp_path / "run" / "m" / "metrics.csv"), metrics(tmp_path / "ref" / "m" / "metrics.csv")
     assert [r["epoch"] for r in got] == ["1", "2", "3"]  # no duplicated or missing epochs
     for a, b in zip(got, want, strict=True):
