@@ -73,7 +73,8 @@ $(RUN_DIR)/best.pt: | $(STAMP)
 train: $(STAMP)
 	$(PYTHON) -m pixelcnn.train --compile
 
-test: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) chromium
+# lint and the sanitizer run first: they take seconds and fail fast
+test: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) chromium lint sanitize
 	$(PYTHON) -m pytest -q -ra
 
 bench: $(STAMP) $(NODE_STAMP)
