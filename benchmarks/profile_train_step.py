@@ -8,10 +8,12 @@ What it showed (2-core machine, under contention, so shares rather than times):
   what compile fuses (ReLU, additions, mask products, log-softmax/NLL and their backward) is the other quarter. So
   compile vs eager stays near 1.1-1.2x on CPU, and the gain over the reference has to come from the convolutions:
   the cropped kernels (a third fewer FLOPs in the 3x3 layers) and channels-last activations.
-- Fixed: the cropped conv first padded symmetrically and sliced the p extra output rows off. The slice's backward
-  builds an NCHW gradient for a channels-last activation, and the 3x3 layers' convolution backward then took ~1.0 s
-  of a ~4.2 s single-thread step (batch 16); with top-only F.pad (channels-last in both directions) the step was
-  ~2.9 s. Adam is ~1 % of the step (fused Adam would save ~2 ms).
+- Fixed: the cropped conv first padded symmetrically and sliced the p extra output rows off. In eager, the slice's
+  backward builds an NCHW gradient for a channels-last activation, and the 3x3 layers' convolution backward took
+  ~1.0 s of a ~4.2 s single-thread step (batch 16); with top-only F.pad (channels-last both ways) the step was
+  ~2.9 s. Under torch.compile the F.pad form went the other way: inductor recomputed pad + ReLU in the backward as one
+  fused kernel taking ~13 % of the step (a 2-block model's compiled step: ~460-530 ms with F.pad, ~280-400 ms with
+  the slice), so traced graphs take the slice form. Adam is ~1 % of the step (fused Adam would save ~2 ms).
 - Left: the first layer (7x7 mask A on one channel) has a weight-gradient kernel that runs ~10-40x its forward in
   oneDNN (Cin = 1; ~2-3 % of the step), and the 3x3 layers' backward still takes ~3x their forward.
 """

@@ -55,6 +55,21 @@ def test_cropped_conv_gradients_match_full_reference():
     assert torch.all(grads[1][1][:, :, 3:] == 0)  # the rows the crop drops get exactly zero gradient
 
 
+@pytest.mark.parametrize("cin", [3, 8])
+def test_cropped_conv_traced_form_matches_full_reference(cin):
+    # under torch.compile / torch.export the cropped conv takes its other form (symmetric padding, then a slice)
+    torch._dynamo.reset()
+    x, w, mask, bias, cond, res = inputs(cin, 6, 5, "B", 3, torch.float64, torch.channels_last)
+    grads = []
+    for fn in (masked_conv2d_reference, torch.compile(masked_conv2d_cropped, backend="aot_eager", fullgraph=True)):
+        leaves = [t.clone().requires_grad_() for t in (x, w, bias, cond, res)]
+        out = fn(leaves[0], leaves[1], mask, leaves[2], leaves[3], leaves[4], True)
+        out.square().sum().backward()
+        grads.append([out.detach()] + [t.grad for t in leaves])
+    for want, got in zip(*grads, strict=True):
+        assert float((got - want).abs().max()) <= 1e-10
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_model_on_cropped_path_matches_model_on_full_reference(channels, monkeypatch):
     # float32: oneDNN (which keeps channels-last) does not take float64

@@ -39,10 +39,16 @@ def masked_conv2d_cropped(x: torch.Tensor, weight: torch.Tensor, mask: torch.Ten
     if k == 1:
         y = F.conv2d(x, weight * mask, bias)
     else:
-        # pad top and sides only; F.pad keeps channels-last in both directions. (Symmetric padding and dropping
-        # the p extra output rows saves the copy, but the slice's backward makes an NCHW gradient for a
-        # channels-last activation, and oneDNN's convolution backward then ran ~3x its forward.)
-        y = F.conv2d(F.pad(x, (p, p, p, 0)), weight[:, :, : p + 1] * mask[:, :, : p + 1], bias)
+        wm = weight[:, :, : p + 1] * mask[:, :, : p + 1]
+        if torch.compiler.is_compiling() and x.shape[1] > 4:
+            # symmetric padding, then keep the first H output rows (row r reads input rows r-p..r). Measured in a
+            # compiled train step: inductor recomputed the F.pad form in the backward as one slow fused kernel.
+            # (Not for the image layer: oneDNN ran its 7x7 on 1 channel several times slower that way.)
+            y = F.conv2d(x, wm, bias, padding=p)[:, :, : x.shape[2]]
+        else:
+            # eager: pad top and sides only; F.pad keeps channels-last in both directions, while the slice above
+            # gets an NCHW gradient in its backward for a channels-last activation
+            y = F.conv2d(F.pad(x, (p, p, p, 0)), wm, bias)
     if cond is not None:
         y = y + cond[:, :, None, None]
     if residual is not None:
