@@ -1,9 +1,21 @@
-"""``python -m benchmarks.profile_train_step [--steps N]``: torch.profiler on the train_step benchmark's model (28x28x1,
-h=64, 5 blocks, batch 32), eager and torch.compile, printing the top ops and the share of time in convolutions.
+"""``python -m benchmarks.profile_train_step [--steps N] [--batch N]``: torch.profiler on the train_step benchmark's
+model (28x28x1, h=64, 5 blocks, batch 32) for the textbook reference, the project's eager default and torch.compile:
+the top ops, the share of time in convolutions, and the convolutions by layer shape (forward and backward).
 
-It answers why compile speeds the CPU train step up by only ~1.1-1.2x (2-core CI machine): inductor fuses the
-elementwise work (ReLU, residual adds, mask products, log-softmax/NLL and their backward), but on CPU it calls the
-same oneDNN kernels for the convolutions, and those take over 80% of the step.
+What it showed (2-core machine, under contention, so shares rather than times):
+
+- Convolutions are ~75 % of every path's step, and inductor calls the same oneDNN kernels for them as eager does;
+  what compile fuses (ReLU, additions, mask products, log-softmax/NLL and their backward) is the other quarter. So
+  compile vs eager stays near 1.1-1.2x on CPU, and the gain over the reference has to come from the convolutions:
+  the cropped kernels (a third fewer FLOPs in the 3x3 layers) and channels-last activations.
+- Fixed: the cropped conv first padded symmetrically and sliced the p extra output rows off. In eager, the slice's
+  backward builds an NCHW gradient for a channels-last activation, and the 3x3 layers' convolution backward took
+  ~1.0 s of a ~4.2 s single-thread step (batch 16); with top-only F.pad (channels-last both ways) the step was
+  ~2.9 s. Under torch.compile the F.pad form went the other way: inductor recomputed pad + ReLU in the backward as one
+  fused kernel taking ~13 % of the step (a 2-block model's compiled step: ~460-530 ms with F.pad, ~280-400 ms with
+  the slice), so traced graphs take the slice form. Adam is ~1 % of the step (fused Adam would save ~2 ms).
+- Left: the first layer (7x7 mask A on one channel) has a weight-gradient kernel that runs ~10-40x its forward in
+  oneDNN (Cin = 1; ~2-3 % of the step), and the 3x3 layers' backward still takes ~3x their forward.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.reference import TextbookPixelCNN, textbook_loss
 from pixelcnn.config import ModelConfig
 from pixelcnn.cpu_allocator import keep_heap
 from pixelcnn.likelihood import nll_nats
@@ -23,14 +36,18 @@ from pixelcnn.model import PixelCNN
 CONV_OPS = ("aten::convolution_backward", "aten::mkldnn_convolution", "aten::cudnn_convolution", "aten::_convolution")
 
 
-def profile_path(base: PixelCNN, image, labels, compiled: bool, steps: int) -> dict:
-    model = copy.deepcopy(base)
-    net = torch.compile(model) if compiled else model
+def profile_path(base: PixelCNN, image, labels, path: str, steps: int) -> dict:
+    if path == "reference":
+        model = TextbookPixelCNN.from_state_dict(base.state_dict())
+        net, loss_of = model, textbook_loss
+    else:
+        model = copy.deepcopy(base)
+        net, loss_of = (torch.compile(model) if path == "compile" else model), nll_nats
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        nll_nats(net(image, labels), image).backward()
+        loss_of(net(image, labels), image).backward()
         opt.step()
 
     for _ in range(3):
@@ -39,44 +56,62 @@ def profile_path(base: PixelCNN, image, labels, compiled: bool, steps: int) -> d
     for _ in range(steps):
         step()
     ms = (time.perf_counter() - start) / steps * 1e3
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(steps):
             step()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS)
     table = events.table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=40)
+    by_shape = sorted(
+        (e for e in prof.key_averages(group_by_input_shape=True) if e.key in CONV_OPS),
+        key=lambda e: -e.self_cpu_time_total,
+    )
+    shapes = [
+        f"  {e.self_cpu_time_total / steps / 1e3:8.1f} ms/step  {e.key:28s} {str(e.input_shapes[:3])[:80]}"
+        for e in by_shape[:8]
+    ]
     return {
         "ms": ms,
         "conv_share": conv / total,
         "conv_ms": conv / steps / 1e3,
         "other_ms": (total - conv) / steps / 1e3,
         "table": table,
+        "shapes": shapes,
     }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile_train_step", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument(
+        "--paths", nargs="+", default=["reference", "eager", "compile"], choices=["reference", "eager", "compile"]
+    )
     args = p.parse_args(argv)
     keep_heap()  # as the benchmarks do: otherwise the first path measured pays glibc's page faults
     torch.manual_seed(0)
     base = PixelCNN(ModelConfig(channels=1, image_size=(28, 28), num_classes=10, hidden=64, blocks=5))
-    image = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
-    labels = torch.arange(32) % 10
+    image = torch.randint(0, 256, (args.batch, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(args.batch) % 10
     results = {}
-    for name, compiled in (("eager", False), ("compile", True)):
-        r = results[name] = profile_path(base, image, labels, compiled, args.steps)
+    for name in args.paths:
+        r = results[name] = profile_path(base, image, labels, name, args.steps)
         print(
             f"== {name}: {r['ms']:.1f} ms/step; profiled per step: convolutions {r['conv_ms']:.0f} ms "
             f"({r['conv_share']:.0%}), everything else {r['other_ms']:.0f} ms"
         )
         print(r["table"])
-    e, c = results["eager"], results["compile"]
-    print(
-        f"compile speedup {e['ms'] / c['ms']:.2f}x; convolutions eager {e['conv_ms']:.0f} ms vs compile "
-        f"{c['conv_ms']:.0f} ms, everything else eager {e['other_ms']:.0f} ms vs compile {c['other_ms']:.0f} ms"
-    )
+        print("convolutions by input shapes (input, weight / grad_output, input, weight):")
+        print("\n".join(r["shapes"]))
+    if "reference" in results:
+        ref = results["reference"]
+        for name, r in results.items():
+            if name != "reference":
+                print(
+                    f"{name} vs reference: {ref['ms'] / r['ms']:.2f}x; convolutions {ref['conv_ms']:.0f} -> "
+                    f"{r['conv_ms']:.0f} ms, everything else {ref['other_ms']:.0f} -> {r['other_ms']:.0f} ms"
+                )
     return 0
 
 

@@ -6,7 +6,7 @@ import torch
 
 import pixelcnn.ops.masked_conv as masked_conv
 from pixelcnn.masks import conv_mask
-from pixelcnn.ops.reference import PAD_COPY_MAX_CHANNELS, masked_conv2d_cropped, masked_conv2d_reference
+from pixelcnn.ops.reference import masked_conv2d_cropped, masked_conv2d_reference
 from tests.helpers import random_model
 
 
@@ -20,7 +20,6 @@ def inputs(cin, cout, k, mask_type, colors, dtype, layout, seed=0):
     return x, w, mask, bias, cond, res
 
 
-# cin on both sides of PAD_COPY_MAX_CHANNELS: the padded-copy and the symmetric-padding-then-slice forms
 @pytest.mark.parametrize(
     "k,mask_type,colors,cin",
     [
@@ -28,7 +27,7 @@ def inputs(cin, cout, k, mask_type, colors, dtype, layout, seed=0):
         (7, "A", 3, 3),
         (5, "B", 3, 9),
         (3, "B", 1, 8),
-        (3, "B", 1, PAD_COPY_MAX_CHANNELS + 1),
+        (3, "B", 1, 5),
         (1, "B", 3, 6),
     ],
 )
@@ -54,6 +53,21 @@ def test_cropped_conv_gradients_match_full_reference():
     for want, got in zip(*grads, strict=True):
         assert float((got - want).abs().max()) <= 1e-10
     assert torch.all(grads[1][1][:, :, 3:] == 0)  # the rows the crop drops get exactly zero gradient
+
+
+@pytest.mark.parametrize("cin", [3, 8])
+def test_cropped_conv_traced_form_matches_full_reference(cin):
+    # under torch.compile / torch.export the cropped conv takes its other form (symmetric padding, then a slice)
+    torch._dynamo.reset()
+    x, w, mask, bias, cond, res = inputs(cin, 6, 5, "B", 3, torch.float64, torch.channels_last)
+    grads = []
+    for fn in (masked_conv2d_reference, torch.compile(masked_conv2d_cropped, backend="aot_eager", fullgraph=True)):
+        leaves = [t.clone().requires_grad_() for t in (x, w, bias, cond, res)]
+        out = fn(leaves[0], leaves[1], mask, leaves[2], leaves[3], leaves[4], True)
+        out.square().sum().backward()
+        grads.append([out.detach()] + [t.grad for t in leaves])
+    for want, got in zip(*grads, strict=True):
+        assert float((got - want).abs().max()) <= 1e-10
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -17,11 +17,6 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-# inputs with at most this many channels (the first layer's image) are padded top-only with F.pad; wider inputs
-# use symmetric padding and drop the p extra output rows at the bottom, which oneDNN ran faster than a padded copy
-# (3x3, 64 channels, 28x28: about 0.7x the time; 7x7 on 1 channel: the other way round)
-PAD_COPY_MAX_CHANNELS = 4
-
 
 def masked_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                             bias: Optional[torch.Tensor] = None, cond: Optional[torch.Tensor] = None,
@@ -44,11 +39,16 @@ def masked_conv2d_cropped(x: torch.Tensor, weight: torch.Tensor, mask: torch.Ten
     if k == 1:
         y = F.conv2d(x, weight * mask, bias)
     else:
-        wm = weight[:, :, :p + 1] * mask[:, :, :p + 1]
-        if x.shape[1] <= PAD_COPY_MAX_CHANNELS:
+        wm = weight[:, :, : p + 1] * mask[:, :, : p + 1]
+        if torch.compiler.is_compiling() and x.shape[1] > 4:
+            # symmetric padding, then keep the first H output rows (row r reads input rows r-p..r). Measured in a
+            # compiled train step: inductor recomputed the F.pad form in the backward as one slow fused kernel.
+            # (Not for the image layer: oneDNN ran its 7x7 on 1 channel several times slower that way.)
+            y = F.conv2d(x, wm, bias, padding=p)[:, :, : x.shape[2]]
+        else:
+            # eager: pad top and sides only; F.pad keeps channels-last in both directions, while the slice above
+            # gets an NCHW gradient in its backward for a channels-last activation
             y = F.conv2d(F.pad(x, (p, p, p, 0)), wm, bias)
-        else:  # output row r of the symmetric padding reads input rows r-p..r: keep the first H rows
-            y = F.conv2d(x, wm, bias, padding=p)[:, :, :x.shape[2]]
     if cond is not None:
         y = y + cond[:, :, None, None]
     if residual is not None:
