@@ -1,4 +1,4 @@
-"""Datasets as uint8 tensors ``[N, C, H, W]`` with int64 labels ``[N]`` (DESIGN.md §2).
+"""Datasets as uint8 tensors ``[N, C, H, W]`` with int64 labels ``[N]`` (docs/DESIGN.md §2).
 
 - ``digits``: scikit-learn's bundled 8x8 handwritten digits (17 grey levels mapped to 0..255); offline default.
 - ``mnist`` / ``fashion-mnist`` / ``cifar10``: torchvision's datasets under ``--data-dir`` (``--download`` fetches).

@@ -1,4 +1,4 @@
-"""Discrete 256-way likelihood in bits per dimension (DESIGN.md §4)."""
+"""Discrete 256-way likelihood in bits per dimension (docs/DESIGN.md §4)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Autoregressive masks for PixelCNN convolutions (DESIGN.md §3) — the only place masks are defined.
+"""Autoregressive masks for PixelCNN convolutions (docs/DESIGN.md §3) — the only place masks are defined.
 
 Sub-pixel order is raster order over (row, col), then colour channel 0, 1, 2 within a pixel.
 Channel ``k`` of any layer belongs to colour group ``k % C``.

@@ -1,4 +1,4 @@
-"""Class-conditional PixelCNN (van den Oord et al. 2016) built from masked convolutions (DESIGN.md §3).
+"""Class-conditional PixelCNN (van den Oord et al. 2016) built from masked convolutions (docs/DESIGN.md §3).
 
 ``PixelCNN.forward(image uint8 [N, C, H, W], labels int64 [N]) -> logits [N, 256, C, H, W]``;
 ``logits.view(N, 256, C, H, W)`` is the layout ``F.cross_entropy`` takes.

@@ -1,4 +1,4 @@
-"""Samplers (DESIGN.md §5): the naive reference, the cached incremental sampler in Python, and its C++/CUDA twin.
+"""Samplers (docs/DESIGN.md §5): the naive reference, the cached incremental sampler in Python, and its C++/CUDA twin.
 
 Contract shared by every method: before any network call draw ONE uniform tensor ``U ~ U[0,1)`` of shape
 ``[N, C, H, W]`` (float32) from ``generator``; sub-pixel ``p`` takes the value that ``pixelcnn.draw.draw_values``

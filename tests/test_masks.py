@@ -1,4 +1,4 @@
-"""The mask builder against DESIGN.md §3, written out independently per tap."""
+"""The mask builder against docs/DESIGN.md §3, written out independently per tap."""
 import pytest
 
 from pixelcnn.masks import conv_mask, live_taps

@@ -1,4 +1,4 @@
-"""Samplers against the full forward (DESIGN.md §5): teacher-forced cached logits, bit-identical images across
+"""Samplers against the full forward (docs/DESIGN.md §5): teacher-forced cached logits, bit-identical images across
 naive / cached / cached_ext, and the compiled extension's contents."""
 import pytest
 import torch
