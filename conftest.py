@@ -1,4 +1,5 @@
 """Session-wide test set-up shared by tests/ and benchmarks/."""
+
 import os
 
 import pytest
@@ -6,6 +7,7 @@ import pytest
 # Triton's interpreter runs the kernels on CPU tensors; it must be chosen before triton is first imported.
 try:
     import torch
+
     _has_cuda = torch.cuda.is_available()
 except ImportError:  # pragma: no cover
     _has_cuda = False
@@ -24,8 +26,10 @@ def shared_data_dir() -> str:
 def shared_data() -> str:
     path = shared_data_dir()
     if not os.path.isdir(os.path.join(path, "mnist-t10k-folder")):
-        pytest.fail(f"real test data not found at {path}: expected ../shared/data beside the checkout "
-                    f"(or set PIXELCNN_SHARED_DATA)")
+        pytest.fail(
+            f"real test data not found at {path}: expected ../shared/data beside the checkout "
+            f"(or set PIXELCNN_SHARED_DATA)"
+        )
     return path
 
 

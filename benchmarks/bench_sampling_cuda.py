@@ -3,6 +3,7 @@ tensors), one persistent launch for the whole loop and one launch per step, at 2
 and 16) and, with --gpu-sizes, the seed size (32x32x3, h=256, 15 blocks, batch 1 and 64). Each image is checked
 against the CPU op (float64: bit-identical) before it is timed; naive-on-GPU is timed on a short prefix of rows
 (its cost per sub-pixel is the same for every row) and reported per image."""
+
 import dataclasses
 
 import pytest
@@ -68,7 +69,15 @@ def test_sampling_cuda(benchmark, timing, gpu_sizes, name, method, monkeypatch):
     def timed():
         run()
         torch.cuda.synchronize()
+
     benchmark.extra_info["images"] = len(labels)
     benchmark.extra_info["time_scale"] = scale  # naive: seconds x scale = seconds for the whole image
-    record(benchmark, timed, items=len(labels) / scale, unit="images", reference=method == "naive",
-           rounds=1 if method == "naive" else 3, warmup=1)
+    record(
+        benchmark,
+        timed,
+        items=len(labels) / scale,
+        unit="images",
+        reference=method == "naive",
+        rounds=1 if method == "naive" else 3,
+        warmup=1,
+    )

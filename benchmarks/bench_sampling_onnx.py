@@ -2,6 +2,7 @@
 (export/sampler.py) in ONNX Runtime, one ``run`` per batch, on the same model, labels and uniforms as the other
 sampling paths (28x28x1, h=64, 5 blocks when timing). Its image is checked against the Python cached sampler before
 it is timed."""
+
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ _sessions: dict = {}
 def _onnx_sampler(model, folder, timing: bool, precision="float32"):
     from export.onnx import export_sampler_onnx
     from export.ort_sampler import OrtSampler
+
     key = (timing, precision)  # setup() builds the same model for the same ``timing``
     if key not in _sessions:  # the export is slow (a while_loop trace): once per size and process
         _sessions[key] = OrtSampler(export_sampler_onnx(model, str(folder / "sampler.onnx"), precision=precision))

@@ -35,11 +35,13 @@ at::Tensor draw_cpu(const at::Tensor& logits, const at::Tensor& u, double temper
 TORCH_LIBRARY(pixelcnn, m) {
   // Whole images by the cached incremental sampler (docs/DESIGN.md §5). known/known_mask (uint8 and bool
   // [N, C, H, W]) give completion: a known sub-pixel is copied, not drawn, and still flows through the caches.
-  m.def("cached_sample(Tensor uniforms, Tensor[] weights, Tensor[] biases, Tensor[] conds, int channels, "
-        "float temperature, Tensor? known=None, Tensor? known_mask=None) -> Tensor");
+  m.def(
+      "cached_sample(Tensor uniforms, Tensor[] weights, Tensor[] biases, Tensor[] conds, int channels, "
+      "float temperature, Tensor? known=None, Tensor? known_mask=None) -> Tensor");
   // The CUDA kernels' own source run on the CPU under the CUDA emulation (csrc/emulation); CPU tensors only.
-  m.def("cached_sample_emulated(Tensor uniforms, Tensor[] weights, Tensor[] biases, Tensor[] conds, int channels, "
-        "float temperature, Tensor? known=None, Tensor? known_mask=None) -> Tensor");
+  m.def(
+      "cached_sample_emulated(Tensor uniforms, Tensor[] weights, Tensor[] biases, Tensor[] conds, int channels, "
+      "float temperature, Tensor? known=None, Tensor? known_mask=None) -> Tensor");
   m.def("emulated_launches() -> int");  // kernel launches the emulation has run in this process
   m.def("draw(Tensor logits, Tensor u, float temperature) -> Tensor");
 }

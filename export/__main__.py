@@ -5,6 +5,7 @@ images (28x28 grey models, from ../shared/data or --data) or random images (othe
 ``onnx --sampler`` export the step model and the one-call sampler model instead and check the images ONNX Runtime
 draws against ``pixelcnn.sampling.sample(method="cached")`` on the same uniforms (export/README.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,21 +45,38 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=f"export to {name}")
         add_checkpoint_flag(s)
         s.add_argument("--out", help=f"output file (default: checkpoint path with {SUFFIX[name]})")
-        s.add_argument("--data", default=os.environ.get("PIXELCNN_SHARED_DATA", _default_shared()),
-                       help="folder with MNIST/raw/t10k-images-idx3-ubyte.gz for the parity check")
+        s.add_argument(
+            "--data",
+            default=os.environ.get("PIXELCNN_SHARED_DATA", _default_shared()),
+            help="folder with MNIST/raw/t10k-images-idx3-ubyte.gz for the parity check",
+        )
         if name == "onnx":
             s.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (18..23)")
-            s.add_argument("--providers", nargs="+", default=["CPUExecutionProvider"],
-                           help="ONNX Runtime execution providers for the parity check")
+            s.add_argument(
+                "--providers",
+                nargs="+",
+                default=["CPUExecutionProvider"],
+                help="ONNX Runtime execution providers for the parity check",
+            )
             graph = s.add_mutually_exclusive_group()
-            graph.add_argument("--step", action="store_true",
-                               help="export the one-sub-pixel step model (caches in, logits + caches out) for "
-                                    "runtimes that drive the sampling loop themselves, instead of the full model")
-            graph.add_argument("--sampler", action="store_true",
-                               help="export the sampler model: whole images in one run (an ONNX Loop over the "
-                                    "sub-pixels, the draw rule inside; completion inputs known/known_mask)")
-            s.add_argument("--precision", choices=sorted(PRECISIONS), default="float32",
-                           help="--sampler: float type of the network inside the graph (the draw is float64)")
+            graph.add_argument(
+                "--step",
+                action="store_true",
+                help="export the one-sub-pixel step model (caches in, logits + caches out) for "
+                "runtimes that drive the sampling loop themselves, instead of the full model",
+            )
+            graph.add_argument(
+                "--sampler",
+                action="store_true",
+                help="export the sampler model: whole images in one run (an ONNX Loop over the "
+                "sub-pixels, the draw rule inside; completion inputs known/known_mask)",
+            )
+            s.add_argument(
+                "--precision",
+                choices=sorted(PRECISIONS),
+                default="float32",
+                help="--sampler: float type of the network inside the graph (the draw is float64)",
+            )
     return p
 
 
@@ -109,16 +127,22 @@ def main(argv=None) -> int:
         return 2
     status = "OK" if r["ok"] else "MISMATCH"
     if "known_kept" in r:
-        figures = (f"ONNX Runtime sampler model vs sample(method='cached') on {r['batch']} images, sampling and "
-                   f"completion: {r['mismatched_subpixels']} of {r['subpixels']} sub-pixels differ, known "
-                   f"sub-pixels {'kept' if r['known_kept'] else 'NOT kept'}")
+        figures = (
+            f"ONNX Runtime sampler model vs sample(method='cached') on {r['batch']} images, sampling and "
+            f"completion: {r['mismatched_subpixels']} of {r['subpixels']} sub-pixels differ, known "
+            f"sub-pixels {'kept' if r['known_kept'] else 'NOT kept'}"
+        )
     elif "mismatched_subpixels" in r:
-        figures = (f"ONNX Runtime step sampler vs sample(method='cached') on {r['batch']} images: "
-                   f"{r['mismatched_subpixels']} sub-pixels differ, max |step logit diff| "
-                   f"{r['max_abs_logit_diff']:.2e}")
+        figures = (
+            f"ONNX Runtime step sampler vs sample(method='cached') on {r['batch']} images: "
+            f"{r['mismatched_subpixels']} sub-pixels differ, max |step logit diff| "
+            f"{r['max_abs_logit_diff']:.2e}"
+        )
     else:
-        figures = (f"parity vs eager on {r['batch']} images: max |logit diff| {r['max_abs_logit_diff']:.2e}, "
-                   f"bits/dim diff {r['bpd_diff']:.2e}")
+        figures = (
+            f"parity vs eager on {r['batch']} images: max |logit diff| {r['max_abs_logit_diff']:.2e}, "
+            f"bits/dim diff {r['bpd_diff']:.2e}"
+        )
     print(f"wrote {r['path']} ({r['bytes'] / 1e6:.2f} MB, {r['format']}); {figures} -> {status}")
     return 0 if r["ok"] else 1
 

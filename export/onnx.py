@@ -1,5 +1,6 @@
 """ONNX export of the full model (dynamo exporter, dynamic batch, one self-contained file) with metadata props,
 ``onnx.checker`` and ONNX Runtime parity right after writing."""
+
 from __future__ import annotations
 
 import json
@@ -25,25 +26,39 @@ class ExportError(ValueError):
 
 def check_opset(opset: int) -> None:
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ExportError(f"unsupported ONNX opset {opset}: the dynamo exporter supports {MIN_OPSET}..{MAX_OPSET}; "
-                          f"pass --opset {DEFAULT_OPSET}")
+        raise ExportError(
+            f"unsupported ONNX opset {opset}: the dynamo exporter supports {MIN_OPSET}..{MAX_OPSET}; "
+            f"pass --opset {DEFAULT_OPSET}"
+        )
 
 
 def metadata(model, cfg_dict: Optional[dict] = None, config_hash: str = "") -> dict:
-    return {"pixelcnn.image_size": json.dumps(list(model.image_size)), "pixelcnn.channels": str(model.channels),
-            "pixelcnn.num_classes": str(model.num_classes), "pixelcnn.levels": "256",
-            "pixelcnn.normalisation": "x / 127.5 - 1 applied inside the graph; input is uint8 0..255",
-            "pixelcnn.input_layout": "image uint8 [N, C, H, W], label int64 [N]",
-            "pixelcnn.output_layout": "logits float32 [N, 256, C, H, W]; softmax over dim 1",
-            "pixelcnn.config": json.dumps(cfg_dict or {}, sort_keys=True),
-            "pixelcnn.config_hash": config_hash}
+    return {
+        "pixelcnn.image_size": json.dumps(list(model.image_size)),
+        "pixelcnn.channels": str(model.channels),
+        "pixelcnn.num_classes": str(model.num_classes),
+        "pixelcnn.levels": "256",
+        "pixelcnn.normalisation": "x / 127.5 - 1 applied inside the graph; input is uint8 0..255",
+        "pixelcnn.input_layout": "image uint8 [N, C, H, W], label int64 [N]",
+        "pixelcnn.output_layout": "logits float32 [N, 256, C, H, W]; softmax over dim 1",
+        "pixelcnn.config": json.dumps(cfg_dict or {}, sort_keys=True),
+        "pixelcnn.config_hash": config_hash,
+    }
 
 
 def export_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Optional[dict] = None) -> str:
     """Write ``path`` (atomically): inputs ``image``/``label``, output ``logits``, dynamic batch, weights inline."""
     batch = torch.export.Dim("batch", min=1, max=4096)
-    return _write(ExportModule(model), example_inputs(model, batch=2), ["image", "label"], ["logits"],
-                  ({0: batch}, {0: batch}), props or metadata(model), path, opset)
+    return _write(
+        ExportModule(model),
+        example_inputs(model, batch=2),
+        ["image", "label"],
+        ["logits"],
+        ({0: batch}, {0: batch}),
+        props or metadata(model),
+        path,
+        opset,
+    )
 
 
 def export_step_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Optional[dict] = None) -> str:
@@ -55,24 +70,35 @@ def export_step_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Option
     props.update(step_metadata(step))
     # position: static; last and label: batch first; caches: batch last. The varargs after ``last`` form one tuple.
     rest = tuple({0: batch} if name == "label" else {3: batch} for name in names[2:])
-    return _write(step, example_step_inputs(step, batch=2), names, output_names(step), (None, {0: batch}, rest),
-                  props, path, opset)
+    return _write(
+        step,
+        example_step_inputs(step, batch=2),
+        names,
+        output_names(step),
+        (None, {0: batch}, rest),
+        props,
+        path,
+        opset,
+    )
 
 
 def step_metadata(step: StepModule) -> dict:
-    return {"pixelcnn.graph": "step",
-            "pixelcnn.input_layout": "position int64 [3] (i, j, c); last uint8 [N]; "
-                                     "label int64 [N] (class-conditional only); "
-                                     "cache_k float32 [*cache_shapes[k], N] (batch last), zeros at the start",
-            "pixelcnn.output_layout": "logits float32 [N, 256] for sub-pixel (i, j, c); cache_k_next",
-            "pixelcnn.cache_shapes": json.dumps([list(s) for s in step.cache_shapes()])}
+    return {
+        "pixelcnn.graph": "step",
+        "pixelcnn.input_layout": "position int64 [3] (i, j, c); last uint8 [N]; "
+        "label int64 [N] (class-conditional only); "
+        "cache_k float32 [*cache_shapes[k], N] (batch last), zeros at the start",
+        "pixelcnn.output_layout": "logits float32 [N, 256] for sub-pixel (i, j, c); cache_k_next",
+        "pixelcnn.cache_shapes": json.dumps([list(s) for s in step.cache_shapes()]),
+    }
 
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 
 
-def export_sampler_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Optional[dict] = None,
-                        precision: str = "float32") -> str:
+def export_sampler_onnx(
+    model, path: str, opset: int = DEFAULT_OPSET, props: Optional[dict] = None, precision: str = "float32"
+) -> str:
     """Write the sampler model (``export.sampler``: whole images in one run, an ONNX Loop over the sub-pixels) to
     ``path`` (atomically), dynamic batch. ``precision``: the network's float type (the draw is float64)."""
     if precision not in PRECISIONS:
@@ -83,28 +109,40 @@ def export_sampler_onnx(model, path: str, opset: int = DEFAULT_OPSET, props: Opt
     shapes = tuple(None if name == "temperature" else {0: batch} for name in names)
     props = dict(props or metadata(model))
     props.update(sampler_metadata(module, precision))
-    return _write(module, sampler_graph.example_sampler_inputs(module), names, ["image"], shapes, props, path,
-                  opset)
+    return _write(module, sampler_graph.example_sampler_inputs(module), names, ["image"], shapes, props, path, opset)
 
 
 def sampler_metadata(module, precision: str) -> dict:
     label = "label int64 [N] (class-conditional only); " if module.conditional else ""
-    return {"pixelcnn.graph": "sampler", "pixelcnn.precision": precision,
-            "pixelcnn.input_layout": f"{label}uniforms float32 [N, C, H, W] in [0, 1); temperature float32 []; "
-                                     "known uint8 [N, C, H, W]; known_mask bool [N, C, H, W]",
-            "pixelcnn.output_layout": "image uint8 [N, C, H, W]"}
+    return {
+        "pixelcnn.graph": "sampler",
+        "pixelcnn.precision": precision,
+        "pixelcnn.input_layout": f"{label}uniforms float32 [N, C, H, W] in [0, 1); temperature float32 []; "
+        "known uint8 [N, C, H, W]; known_mask bool [N, C, H, W]",
+        "pixelcnn.output_layout": "image uint8 [N, C, H, W]",
+    }
 
 
 def _write(module, args, inputs, outputs, dynamic_shapes, props, path, opset) -> str:
     import onnx
+
     check_opset(opset)
     module.eval()
     with atomic_path(path) as tmp, warnings.catch_warnings():
         # every batch-sized input shares one Dim; the exporter says so once per input
         warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape constraints")
-        program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=inputs,
-                                    output_names=outputs, dynamic_shapes=dynamic_shapes, external_data=False,
-                                    verbose=False, report=False)
+        program = torch.onnx.export(
+            module,
+            args,
+            dynamo=True,
+            opset_version=opset,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_shapes=dynamic_shapes,
+            external_data=False,
+            verbose=False,
+            report=False,
+        )
         proto = program.model_proto
         for key, value in props.items():
             entry = proto.metadata_props.add()
@@ -120,12 +158,15 @@ def ort_session(path: str, providers: Sequence[str] = ("CPUExecutionProvider",),
     """An ONNX Runtime session on ``providers``; ``threads``: intra-op threads (0 = ONNX Runtime's default, one per
     core; the sampler model's loop runs many tiny ops, which one thread often runs faster on a busy machine)."""
     import onnxruntime as ort
+
     available = ort.get_available_providers()
     missing = [p for p in providers if p not in available]
     if missing:
-        raise ExportError(f"ONNX Runtime providers {missing} are not available here (have {available}); for "
-                          f"CUDAExecutionProvider install onnxruntime-gpu (pip install 'pixelcnn[gpu]') on a GPU "
-                          f"machine")
+        raise ExportError(
+            f"ONNX Runtime providers {missing} are not available here (have {available}); for "
+            f"CUDAExecutionProvider install onnxruntime-gpu (pip install 'pixelcnn[gpu]') on a GPU "
+            f"machine"
+        )
     opts = []
     for p in providers:
         opts.append((p, {"cudnn_conv_algo_search": "EXHAUSTIVE"}) if p == "CUDAExecutionProvider" else p)
@@ -139,4 +180,5 @@ def ort_runner(session):
         feeds = {"image": image.numpy(), "label": label.numpy()}
         feeds = {i.name: feeds[i.name] for i in session.get_inputs()}
         return session.run(["logits"], feeds)[0]
+
     return run

@@ -10,6 +10,7 @@ raise errors) and feeds the model's inputs ``label``, ``uniforms``, ``temperatur
 (``export/sampler.py`` has the interface). Same contract as ``pixelcnn.sampling.sample`` (docs/DESIGN.md §5): for
 the same uniforms the image equals ``sample(method="cached", temperature=float(np.float32(T)))``'s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,10 @@ class OrtSampler:
         self.session = ort_session(path, providers, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("pixelcnn.graph") != "sampler":
-            raise ExportError(f"{path} is not a pixelcnn sampler model (export it with "
-                              f"`python -m export onnx --checkpoint CKPT --sampler`)")
+            raise ExportError(
+                f"{path} is not a pixelcnn sampler model (export it with "
+                f"`python -m export onnx --checkpoint CKPT --sampler`)"
+            )
         self.channels = int(meta["pixelcnn.channels"])
         self.height, self.width = json.loads(meta["pixelcnn.image_size"])
         self.num_classes = int(meta["pixelcnn.num_classes"])
@@ -46,12 +49,22 @@ class OrtSampler:
     def shape(self) -> tuple[int, int, int]:
         return self.channels, self.height, self.width
 
-    def feeds(self, uniforms: np.ndarray, labels: Optional[np.ndarray] = None, temperature: float = 1.0,
-              known: Optional[np.ndarray] = None, known_mask: Optional[np.ndarray] = None) -> dict:
+    def feeds(
+        self,
+        uniforms: np.ndarray,
+        labels: Optional[np.ndarray] = None,
+        temperature: float = 1.0,
+        known: Optional[np.ndarray] = None,
+        known_mask: Optional[np.ndarray] = None,
+    ) -> dict:
         """The checked inputs of one run (ValueError naming the problem otherwise)."""
         c, h, w = self.shape
-        if not isinstance(uniforms, np.ndarray) or uniforms.ndim != 4 or uniforms.shape[1:] != (c, h, w) \
-                or uniforms.dtype != np.float32:
+        if (
+            not isinstance(uniforms, np.ndarray)
+            or uniforms.ndim != 4
+            or uniforms.shape[1:] != (c, h, w)
+            or uniforms.dtype != np.float32
+        ):
             got = f"{uniforms.dtype} {uniforms.shape}" if isinstance(uniforms, np.ndarray) else type(uniforms)
             raise ValueError(f"uniforms must be float32 [N, {c}, {h}, {w}], got {got}")
         n = uniforms.shape[0]
@@ -66,11 +79,14 @@ class OrtSampler:
             labels = None if labels is None else np.asarray(labels)
             if labels is None or labels.shape != (n,) or labels.dtype.kind not in "iu":
                 got = "none" if labels is None else f"{labels.dtype} {labels.shape}"
-                raise ValueError(f"labels must be int64 [{n}] in 0..{self.num_classes - 1} for this "
-                                 f"class-conditional model, got {got}")
+                raise ValueError(
+                    f"labels must be int64 [{n}] in 0..{self.num_classes - 1} for this "
+                    f"class-conditional model, got {got}"
+                )
             if labels.min() < 0 or labels.max() >= self.num_classes:
-                raise ValueError(f"labels must lie in 0..{self.num_classes - 1}, got range "
-                                 f"[{labels.min()}, {labels.max()}]")
+                raise ValueError(
+                    f"labels must lie in 0..{self.num_classes - 1}, got range [{labels.min()}, {labels.max()}]"
+                )
             feeds["label"] = labels.astype(np.int64)
         elif labels is not None:
             raise ValueError("this model is unconditional (num_classes=0): pass no labels")
@@ -81,13 +97,20 @@ class OrtSampler:
         for name, x, dtype in (("known", known, np.uint8), ("known_mask", known_mask, np.bool_)):
             if not isinstance(x, np.ndarray) or x.shape != uniforms.shape or x.dtype != dtype:
                 got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x)
-                raise ValueError(f"{name} must be {np.dtype(dtype).name} {list(uniforms.shape)} (the uniforms' "
-                                 f"shape), got {got}")
+                raise ValueError(
+                    f"{name} must be {np.dtype(dtype).name} {list(uniforms.shape)} (the uniforms' shape), got {got}"
+                )
         feeds.update(known=known, known_mask=known_mask)
         return {name: feeds[name] for name in self.inputs}
 
-    def sample(self, uniforms: np.ndarray, labels: Optional[np.ndarray] = None, temperature: float = 1.0,
-               known: Optional[np.ndarray] = None, known_mask: Optional[np.ndarray] = None) -> np.ndarray:
+    def sample(
+        self,
+        uniforms: np.ndarray,
+        labels: Optional[np.ndarray] = None,
+        temperature: float = 1.0,
+        known: Optional[np.ndarray] = None,
+        known_mask: Optional[np.ndarray] = None,
+    ) -> np.ndarray:
         """uniforms float32 ``[N, C, H, W]`` in [0, 1); labels int64 ``[N]`` (class-conditional models); optional
         completion inputs -> uint8 images ``[N, C, H, W]``, in one ONNX Runtime run."""
         return self.session.run(["image"], self.feeds(uniforms, labels, temperature, known, known_mask))[0]
@@ -155,6 +178,7 @@ def _save(image: np.ndarray, out: str, ext: str) -> None:
                 np.save(f, image)
         else:
             from PIL import Image
+
             row = np.concatenate(list(image.transpose(0, 2, 3, 1)), axis=1)  # [H, N*W, C]
             Image.fromarray(row[..., 0] if row.shape[2] == 1 else row).save(tmp, format="PNG")
 

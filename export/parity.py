@@ -1,4 +1,5 @@
 """Parity of an exported model against eager PyTorch: max |logit diff| and bits/dim difference."""
+
 from __future__ import annotations
 
 import copy
@@ -16,10 +17,12 @@ BPD_TOL = 1e-5
 def parity_inputs(model, shared_mnist: str | None = None, batch: int = 7):
     """Real MNIST test images for 28x28 grey models when available, random colour/grey images otherwise."""
     from export.wrapper import example_inputs
+
     c, (h, w) = model.channels, model.image_size
     if shared_mnist and c == 1 and (h, w) == (28, 28):
         import gzip
         import os
+
         with gzip.open(os.path.join(shared_mnist, "MNIST", "raw", "t10k-images-idx3-ubyte.gz")) as f:
             data = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 1, 28, 28)
         image = torch.from_numpy(data[:batch].copy())
@@ -31,6 +34,7 @@ def parity_inputs(model, shared_mnist: str | None = None, batch: int = 7):
 def compare(run: Callable, model, image: torch.Tensor, label: torch.Tensor) -> dict:
     """``run(image, label) -> logits`` of the exported artefact vs eager ``model``; returns the figures."""
     from export.wrapper import ExportModule
+
     with torch.no_grad():
         want = ExportModule(model)(image, label)
     got = torch.as_tensor(np.asarray(run(image, label)))
@@ -38,8 +42,12 @@ def compare(run: Callable, model, image: torch.Tensor, label: torch.Tensor) -> d
         raise AssertionError(f"exported model returned {tuple(got.shape)}, eager {tuple(want.shape)}")
     diff = float((got - want).abs().max())
     bpd_diff = abs(float(bits_per_dim(got, image)) - float(bits_per_dim(want, image)))
-    return {"max_abs_logit_diff": diff, "bpd_diff": bpd_diff, "batch": int(image.shape[0]),
-            "ok": diff <= LOGIT_TOL and bpd_diff <= BPD_TOL}
+    return {
+        "max_abs_logit_diff": diff,
+        "bpd_diff": bpd_diff,
+        "batch": int(image.shape[0]),
+        "ok": diff <= LOGIT_TOL and bpd_diff <= BPD_TOL,
+    }
 
 
 def compare_step(sampler, model, n: int = 2, seed: int = 0, temperature: float = 1.0) -> dict:
@@ -47,6 +55,7 @@ def compare_step(sampler, model, n: int = 2, seed: int = 0, temperature: float =
     its image vs ``sample(method="cached")``'s, and its logits vs the eager step module's at every step."""
     from export.step import StepModule, input_names
     from pixelcnn.sampling import draw_uniforms, sample
+
     c, (h, w) = model.channels, model.image_size
     uniforms = draw_uniforms((n, c, h, w), torch.Generator().manual_seed(seed))
     labels = torch.arange(n) % model.num_classes if model.num_classes else None
@@ -61,17 +70,23 @@ def compare_step(sampler, model, n: int = 2, seed: int = 0, temperature: float =
 
     got = sampler.sample(uniforms.numpy(), labels.numpy() if labels is not None else None, temperature, check)
     mismatched = int((torch.from_numpy(got) != want).sum())
-    return {"max_abs_logit_diff": worst[0], "mismatched_subpixels": mismatched, "batch": n,
-            "ok": worst[0] <= LOGIT_TOL and mismatched == 0}
+    return {
+        "max_abs_logit_diff": worst[0],
+        "mismatched_subpixels": mismatched,
+        "batch": n,
+        "ok": worst[0] <= LOGIT_TOL and mismatched == 0,
+    }
 
 
-def compare_sampler(sampler, model, precision: str = "float32", n: int = 3, seed: int = 0,
-                    temperature: float = 0.75) -> dict:
+def compare_sampler(
+    sampler, model, precision: str = "float32", n: int = 3, seed: int = 0, temperature: float = 0.75
+) -> dict:
     """An ONNX Runtime sampler model (``export.ort_sampler.OrtSampler``) vs ``sample(method="cached")`` on the
     same uniforms, for plain sampling and for completion of the top half of Python's images. ``ok``: identical
     images in float64; in float32 at most 0.1 % of the sub-pixels differ (draws at a CDF boundary), and every known
     sub-pixel is kept."""
     from pixelcnn.sampling import draw_uniforms, sample
+
     c, (h, w) = model.channels, model.image_size
     dtype = {"float32": torch.float32, "float64": torch.float64}[precision]
     reference = copy.deepcopy(model).to(dtype).eval()
@@ -85,12 +100,19 @@ def compare_sampler(sampler, model, precision: str = "float32", n: int = 3, seed
     known_mask = torch.zeros(n, c, h, w, dtype=torch.bool)
     known_mask[:, :, : h // 2] = True
     u2 = draw_uniforms((n, c, h, w), g)
-    want_c = sample(reference, labels, temperature, uniforms=u2, method="cached", n=n, known=want,
-                    known_mask=known_mask)
+    want_c = sample(
+        reference, labels, temperature, uniforms=u2, method="cached", n=n, known=want, known_mask=known_mask
+    )
     got_c = torch.from_numpy(sampler.sample(u2.numpy(), np_labels, temperature, want.numpy(), known_mask.numpy()))
     mismatched = int((got != want).sum()) + int((got_c != want_c).sum())
     kept = bool(torch.equal(got_c[known_mask], want[known_mask]))
     share = mismatched / (2 * want.numel())
     ok = kept and (mismatched == 0 if precision == "float64" else share <= 1e-3)
-    return {"mismatched_subpixels": mismatched, "subpixels": 2 * want.numel(), "known_kept": kept, "batch": n,
-            "precision": precision, "ok": ok}
+    return {
+        "mismatched_subpixels": mismatched,
+        "subpixels": 2 * want.numel(),
+        "known_kept": kept,
+        "batch": n,
+        "precision": precision,
+        "ok": ok,
+    }

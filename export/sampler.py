@@ -22,6 +22,7 @@ of two, CDF in 32 chunks of 8) inside the graph. The graph cannot raise errors: 
 The same uniforms give the same image as ``pixelcnn.sampling.sample(..., temperature=T32)`` with
 ``T32 = float(numpy.float32(T))`` (exactly, when both run in float64; in float32 up to draws at a CDF boundary).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -51,8 +52,14 @@ class SamplerModule(nn.Module):
         self.step = CachedStep(model).to(dtype)
         self.conditional = model.num_classes > 0
 
-    def forward(self, label: Optional[torch.Tensor], uniforms: torch.Tensor, temperature: torch.Tensor,
-                known: torch.Tensor, known_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        label: Optional[torch.Tensor],
+        uniforms: torch.Tensor,
+        temperature: torch.Tensor,
+        known: torch.Tensor,
+        known_mask: torch.Tensor,
+    ) -> torch.Tensor:
         from torch._higher_order_ops.while_loop import while_loop
 
         step = self.step
@@ -67,9 +74,18 @@ class SamplerModule(nn.Module):
         def body(t, image, *caches):
             i, j, c = t // (width * colours), (t // colours) % width, t % colours
             at = t.reshape(1)
-            value, caches = step.sample_subpixel(i, j, c, label, caches, u.index_select(0, at).reshape(-1), temp,
-                                                 _draw, kv.index_select(0, at).reshape(-1),
-                                                 km.index_select(0, at).reshape(-1))
+            value, caches = step.sample_subpixel(
+                i,
+                j,
+                c,
+                label,
+                caches,
+                u.index_select(0, at).reshape(-1),
+                temp,
+                _draw,
+                kv.index_select(0, at).reshape(-1),
+                km.index_select(0, at).reshape(-1),
+            )
             return (t + 1, torch.index_put(image, (at,), value.unsqueeze(0)), *caches)
 
         start = (torch.zeros((), dtype=torch.int64), torch.zeros_like(kv), *step.initial_caches(n))
@@ -80,8 +96,9 @@ class SamplerModule(nn.Module):
 class UnconditionalSamplerModule(SamplerModule):
     """Unconditional sampler graph: no ``label`` input."""
 
-    def forward(self, uniforms: torch.Tensor, temperature: torch.Tensor, known: torch.Tensor,
-                known_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, uniforms: torch.Tensor, temperature: torch.Tensor, known: torch.Tensor, known_mask: torch.Tensor
+    ) -> torch.Tensor:
         return super().forward(None, uniforms, temperature, known, known_mask)
 
 
@@ -98,5 +115,10 @@ def example_sampler_inputs(module: SamplerModule, batch: int = 2) -> tuple[torch
     step = module.step
     shape = (batch, step.channels, step.height, step.width)
     label = (torch.zeros(batch, dtype=torch.int64),) if module.conditional else ()
-    return (*label, torch.rand(shape, generator=torch.Generator().manual_seed(0)), torch.tensor(1.0),
-            torch.zeros(shape, dtype=torch.uint8), torch.zeros(shape, dtype=torch.bool))
+    return (
+        *label,
+        torch.rand(shape, generator=torch.Generator().manual_seed(0)),
+        torch.tensor(1.0),
+        torch.zeros(shape, dtype=torch.uint8),
+        torch.zeros(shape, dtype=torch.bool),
+    )

@@ -15,6 +15,7 @@ Outputs:
 Start with all-zero caches (``cache_shapes``; batch last). A step writes ``last`` into cache_0 at the previous
 sub-pixel's position (``CachedStep.write``), then runs ``CachedStep`` at (i, j, c).
 """
+
 from __future__ import annotations
 
 import torch
@@ -78,6 +79,7 @@ class OrtStepSampler:
         import json
 
         from export.onnx import ExportError, ort_session
+
         self.session = ort_session(path, providers)
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("pixelcnn.graph") != "step":
@@ -96,6 +98,7 @@ class OrtStepSampler:
         import numpy as np
 
         from pixelcnn.draw import draw_values
+
         c, h, w = self.channels, self.height, self.width
         if uniforms.ndim != 4 or uniforms.shape[1:] != (c, h, w) or uniforms.dtype != np.float32:
             raise ValueError(f"uniforms must be float32 [N, {c}, {h}, {w}], got {uniforms.dtype} {uniforms.shape}")

@@ -1,4 +1,5 @@
 """TorchScript export (deprecated in torch 2.14 in favour of torch.export; kept because users ask for it)."""
+
 from __future__ import annotations
 
 import warnings

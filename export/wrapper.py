@@ -1,4 +1,5 @@
 """The exported computation: uint8 image [N, C, H, W] + int64 label [N] -> logits [N, 256, C, H, W]."""
+
 from __future__ import annotations
 
 import copy

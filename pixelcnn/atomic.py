@@ -1,4 +1,5 @@
 """Crash-safe file writes: temp file in the same folder, fsync, rename. A reader never sees a partial file."""
+
 from __future__ import annotations
 
 import contextlib
@@ -46,4 +47,5 @@ def atomic_write_text(path: str, text: str) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w") as f:
             f.write(text)
+
     atomic_write(path, write)

@@ -1,4 +1,5 @@
 """Checkpoints: atomic writes, ``weights_only=True`` loads, and errors that say what is wrong with a file."""
+
 from __future__ import annotations
 
 import os
@@ -30,27 +31,38 @@ def save_checkpoint(path: str, state: dict) -> None:
 def load_checkpoint(path: str, map_location: Any = "cpu") -> dict:
     """Load a checkpoint written by ``save_checkpoint`` with ``weights_only=True`` (no code runs on load)."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist; pass the path of a .pt file written by "
-                              f"pixelcnn.train (e.g. runs/pixelcnn/best.pt)")
+        raise CheckpointError(
+            f"checkpoint {path!r} does not exist; pass the path of a .pt file written by "
+            f"pixelcnn.train (e.g. runs/pixelcnn/best.pt)"
+        )
     if not zipfile.is_zipfile(path):  # torch.save always writes a zip archive
-        raise CheckpointError(f"checkpoint {path!r} is corrupt or not a PyTorch checkpoint (not a torch.save zip "
-                              f"archive; truncated or another file type); use an intact checkpoint such as "
-                              f"best.pt, or retrain")
+        raise CheckpointError(
+            f"checkpoint {path!r} is corrupt or not a PyTorch checkpoint (not a torch.save zip "
+            f"archive; truncated or another file type); use an intact checkpoint such as "
+            f"best.pt, or retrain"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln or "GLOBAL" in ln),
-                     type(e).__name__)
-        raise CheckpointError(f"checkpoint {path!r} was refused by the safe loader (weights_only=True): it holds "
-                              f"objects other than tensors and plain data ({first}). Only load checkpoints you "
-                              f"trust; re-save it with pixelcnn.train") from None
+        first = next(
+            (ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln or "GLOBAL" in ln), type(e).__name__
+        )
+        raise CheckpointError(
+            f"checkpoint {path!r} was refused by the safe loader (weights_only=True): it holds "
+            f"objects other than tensors and plain data ({first}). Only load checkpoints you "
+            f"trust; re-save it with pixelcnn.train"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path!r} is corrupt or not a PyTorch file ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}); use an intact checkpoint such as "
-                              f"best.pt or retrain") from None
+        raise CheckpointError(
+            f"checkpoint {path!r} is corrupt or not a PyTorch file ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); use an intact checkpoint such as "
+            f"best.pt or retrain"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path!r} is not a pixelcnn checkpoint (no {FORMAT!r} tag); it was not "
-                              f"written by pixelcnn.train")
+        raise CheckpointError(
+            f"checkpoint {path!r} is not a pixelcnn checkpoint (no {FORMAT!r} tag); it was not "
+            f"written by pixelcnn.train"
+        )
     return state
 
 
@@ -74,8 +86,9 @@ def checkpoint_config(state: dict, path: str = "checkpoint") -> Config:
             raw = _upgrade_legacy_config(state)
         return Config.from_dict(raw, source=f"{path} config")
     except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: its stored config is invalid ({e}); re-train or use a checkpoint written by "
-                              f"pixelcnn.train") from None
+        raise CheckpointError(
+            f"{path}: its stored config is invalid ({e}); re-train or use a checkpoint written by pixelcnn.train"
+        ) from None
 
 
 def check_compatible(state: dict, cfg: Config, path: str) -> None:
@@ -83,8 +96,10 @@ def check_compatible(state: dict, cfg: Config, path: str) -> None:
     stored, want = checkpoint_config(state, path).arch(), cfg.arch()
     diffs = [f"{k}: checkpoint {stored[k]!r} vs requested {want[k]!r}" for k in stored if stored[k] != want[k]]
     if diffs:
-        raise CheckpointError(f"checkpoint {path!r} does not match this run's config ({'; '.join(diffs)}); "
-                              f"use the same settings, or another --save-dir / --model-name for a new run")
+        raise CheckpointError(
+            f"checkpoint {path!r} does not match this run's config ({'; '.join(diffs)}); "
+            f"use the same settings, or another --save-dir / --model-name for a new run"
+        )
 
 
 def load_model(path: str, map_location: Any = "cpu") -> tuple[PixelCNN, Config, dict]:
@@ -96,19 +111,32 @@ def load_model(path: str, map_location: Any = "cpu") -> tuple[PixelCNN, Config, 
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {path!r}: weights do not fit the model its config describes "
-                              f"({str(e).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"checkpoint {path!r}: weights do not fit the model its config describes ({str(e).splitlines()[0]})"
+        ) from None
     m = cfg.model
-    meta = {"channels": m.channels, "image_size": list(m.image_size), "num_classes": m.num_classes,
-            "class_names": (state.get("data") or {}).get("class_names")}
+    meta = {
+        "channels": m.channels,
+        "image_size": list(m.image_size),
+        "num_classes": m.num_classes,
+        "class_names": (state.get("data") or {}).get("class_names"),
+    }
     return model.to(map_location).eval(), cfg, meta
 
 
 def rng_state() -> dict:
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": _python_state(),
-             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": _python_state(),
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -126,7 +154,8 @@ def set_rng_state(state: Optional[dict]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     npst = state["numpy"]
-    np.random.set_state((npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
-                         npst["cached"]))
+    np.random.set_state(
+        (npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached"])
+    )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

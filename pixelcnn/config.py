@@ -2,6 +2,7 @@
 checkpoint stores and what an export's metadata says) and ``Config`` (a training run: data, optimisation, sampling,
 run options, and one ``ModelConfig``). JSON save/load with type checks; each field's ``help`` is the CLI's help text.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,18 +43,26 @@ def _check_types(cls, data: dict, source: str) -> dict:
     for key, value in data.items():
         want = hints[key]
         if want == tuple[int, int]:
-            ok = (isinstance(value, (list, tuple)) and len(value) == 2
-                  and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+            ok = (
+                isinstance(value, (list, tuple))
+                and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            )
             value = tuple(value) if ok else value
             name = "[height, width]"
         elif dataclasses.is_dataclass(want):
             value = want.from_dict(value, source=f"{source} key {key!r}")
             ok, name = True, want.__name__
         else:
-            ok = (isinstance(value, bool) if want is bool else
-                  isinstance(value, int) and not isinstance(value, bool) if want is int else
-                  isinstance(value, (int, float)) and not isinstance(value, bool) if want is float else
-                  isinstance(value, want))
+            ok = (
+                isinstance(value, bool)
+                if want is bool
+                else isinstance(value, int) and not isinstance(value, bool)
+                if want is int
+                else isinstance(value, (int, float)) and not isinstance(value, bool)
+                if want is float
+                else isinstance(value, want)
+            )
             name = want.__name__
             value = float(value) if ok and want is float else value
         if not ok:
@@ -71,6 +80,7 @@ _RENAMED = {old: f"model.{new}" for old, new in LEGACY_MODEL_KEYS.items()}
 class ModelConfig:
     """The network's shape; ``PixelCNN(ModelConfig(...))`` builds it. In a training ``Config`` the data fields
     (channels, image_size, num_classes) are filled in from the dataset when the run starts."""
+
     channels: int = knob(1, "image channels: 1 (grey) or 3 (RGB)")
     image_size: tuple[int, int] = knob((28, 28), "image height and width")
     num_classes: int = knob(10, "conditioning classes (0: unconditional)")
@@ -108,12 +118,16 @@ class ModelConfig:
 @dataclass
 class Config:
     # data
-    dataset: str = knob("digits", "digits (embedded, offline), mnist, fashion-mnist, cifar10, or folder (an "
-                                  "ImageFolder tree)", choices=DATASETS)
+    dataset: str = knob(
+        "digits",
+        "digits (embedded, offline), mnist, fashion-mnist, cifar10, or folder (an ImageFolder tree)",
+        choices=DATASETS,
+    )
     data_dir: str = knob("data", "root folder of the dataset files (torchvision layout, or the ImageFolder root)")
     download: bool = knob(False, "let torchvision download mnist / fashion-mnist / cifar10 into --data-dir")
-    channels: int = knob(0, "folder datasets: 1 = greyscale, 3 = RGB (0 = the dataset's own; folder default 3)",
-                         choices=(0, 1, 3))
+    channels: int = knob(
+        0, "folder datasets: 1 = greyscale, 3 = RGB (0 = the dataset's own; folder default 3)", choices=(0, 1, 3)
+    )
     img_size: int = knob(0, "resize images to N x N (0 = keep the native size)")
     train_limit: int = knob(0, "use only the first N training images (0 = all)")
     test_limit: int = knob(0, "use only the first N test images (0 = all)")
@@ -132,8 +146,11 @@ class Config:
     # sampling
     temperature: float = knob(1.0, "softmax temperature of the per-epoch samples (> 0)")
     n_per_class: int = knob(4, "samples per class in each epoch's sample grid")
-    sample_method: str = knob("auto", "sampler for the per-epoch grids: naive, cached, cached_ext, or auto (fastest "
-                                      "available)", choices=SAMPLE_METHODS)
+    sample_method: str = knob(
+        "auto",
+        "sampler for the per-epoch grids: naive, cached, cached_ext, or auto (fastest available)",
+        choices=SAMPLE_METHODS,
+    )
     # run
     save_dir: str = knob("runs", "folder for run outputs")
     model_name: str = knob("pixelcnn", "run name: outputs go to <save-dir>/<model-name>/")
@@ -141,14 +158,19 @@ class Config:
     device: str = knob("auto", "auto (cuda > mps > cpu), cpu, cuda or mps", choices=DEVICES)
     compile: bool = knob(False, "torch.compile the model for training")
     amp: bool = knob(False, "bfloat16 autocast (CUDA only)")
-    conv: str = knob("auto", "masked-conv implementation: reference (F.conv2d), triton (fused kernel), auto "
-                             "(measured per device and layer shape on CUDA; reference on CPU)", choices=CONVS)
+    conv: str = knob(
+        "auto",
+        "masked-conv implementation: reference (F.conv2d), triton (fused kernel), auto "
+        "(measured per device and layer shape on CUDA; reference on CPU)",
+        choices=CONVS,
+    )
     checkpoint_every: int = knob(0, "also write last.pt every N optimiser steps (0 = once per epoch)")
 
     def validate(self) -> Config:
         def choice(name, options):
             if getattr(self, name) not in options:
                 raise ValueError(f"config {name}={getattr(self, name)!r} is not one of {options}")
+
         choice("dataset", DATASETS)
         choice("device", DEVICES)
         choice("conv", CONVS)
@@ -160,8 +182,17 @@ class Config:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"config {name}={getattr(self, name)} must be >= 1")
-        non_negative = ("img_size", "train_limit", "test_limit", "num_workers", "max_steps",
-                        "checkpoint_every", "weight_decay", "grad_clip", "lr_patience")
+        non_negative = (
+            "img_size",
+            "train_limit",
+            "test_limit",
+            "num_workers",
+            "max_steps",
+            "checkpoint_every",
+            "weight_decay",
+            "grad_clip",
+            "lr_patience",
+        )
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"config {name}={getattr(self, name)} must be >= 0")
@@ -185,8 +216,13 @@ class Config:
         """What a resumed run must share with its checkpoint: the data options that shape the input and the model's
         own knobs (its data-derived fields follow from the former)."""
         m = self.model
-        return {**{k: getattr(self, k) for k in DATA_ARCH_KEYS}, "model.hidden": m.hidden, "model.blocks": m.blocks,
-                "model.kernel_size": m.kernel_size, "model.block_kernel_size": m.block_kernel_size}
+        return {
+            **{k: getattr(self, k) for k in DATA_ARCH_KEYS},
+            "model.hidden": m.hidden,
+            "model.blocks": m.blocks,
+            "model.kernel_size": m.kernel_size,
+            "model.block_kernel_size": m.block_kernel_size,
+        }
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -208,4 +244,3 @@ class Config:
 
     def save(self, path: str) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
-

@@ -6,6 +6,7 @@ tens of MB of activations, so until the thresholds adapt every step page-faults 
 measured on the 2-core CI machine (28x28, h=64, 5 blocks, batch 32), an eager CPU train step took 367 ms cold and
 196 ms once the heap was reused. Raising both thresholds up front gives the steady state from the first step.
 """
+
 from __future__ import annotations
 
 import ctypes

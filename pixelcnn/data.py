@@ -5,6 +5,7 @@
 - ``folder``: any torchvision ``ImageFolder`` tree (class sub-folders of images); ``train/`` and ``test/``
   sub-trees are used as the splits when present, otherwise a fixed 10% of the images is held out.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,8 @@ class DataError(ValueError):
 
 @dataclass
 class ImageData:
-    train_images: torch.Tensor   # uint8 [N, C, H, W]
-    train_labels: torch.Tensor   # int64 [N]
+    train_images: torch.Tensor  # uint8 [N, C, H, W]
+    train_labels: torch.Tensor  # int64 [N]
     test_images: torch.Tensor
     test_labels: torch.Tensor
     class_names: list[str]
@@ -44,12 +45,15 @@ class ImageData:
 
 
 def _missing(name: str, data_dir: str, detail: str) -> DataError:
-    return DataError(f"{name} data not found under --data-dir {data_dir!r} ({detail}). Pass --download to fetch "
-                     f"it (needs internet), or point --data-dir at a folder that already holds it.")
+    return DataError(
+        f"{name} data not found under --data-dir {data_dir!r} ({detail}). Pass --download to fetch "
+        f"it (needs internet), or point --data-dir at a folder that already holds it."
+    )
 
 
 def _digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
     from sklearn.datasets import load_digits
+
     d = load_digits()
     images = torch.from_numpy(np.rint(d.images * (255.0 / 16.0)).astype(np.uint8))[:, None]
     labels = torch.from_numpy(d.target.astype(np.int64))
@@ -61,6 +65,7 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, l
 
 def _torchvision(cfg: Config):
     from torchvision import datasets
+
     name = cfg.dataset
     cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}.get(name) or _cifar10_files_class()
     splits = []
@@ -85,11 +90,14 @@ def _cifar10_files_class():
         it; reading accepts any batch files in that layout, so re-packed or subset copies open too."""
 
         def _check_integrity(self) -> bool:
-            return all(os.path.isfile(os.path.join(self.root, self.base_folder, f))
-                       for f, _ in self.train_list + self.test_list)
+            return all(
+                os.path.isfile(os.path.join(self.root, self.base_folder, f))
+                for f, _ in self.train_list + self.test_list
+            )
 
         def _load_meta(self) -> None:
             import pickle
+
             path = os.path.join(self.root, self.base_folder, self.meta["filename"])
             if not os.path.isfile(path):
                 raise RuntimeError(f"Dataset metadata file {self.meta['filename']} not found")
@@ -102,12 +110,15 @@ def _cifar10_files_class():
 
 def _read_folder(root: str, channels: int, img_size: int):
     from torchvision.datasets import ImageFolder
+
     try:
         ds = ImageFolder(root)
     except (FileNotFoundError, RuntimeError) as e:
-        raise DataError(f"no images found in folder dataset {root!r}: {e}. A folder dataset is a tree "
-                        f"root/<class>/<image>.png (optionally with train/ and test/ splits); "
-                        f"set --data-dir to its root") from None
+        raise DataError(
+            f"no images found in folder dataset {root!r}: {e}. A folder dataset is a tree "
+            f"root/<class>/<image>.png (optionally with train/ and test/ splits); "
+            f"set --data-dir to its root"
+        ) from None
     mode = "L" if channels == 1 else "RGB"
     images, labels, size = [], [], None
     for path, label in ds.samples:
@@ -119,8 +130,10 @@ def _read_folder(root: str, channels: int, img_size: int):
         if size is None:
             size = arr.shape
         elif arr.shape != size:
-            raise DataError(f"folder dataset images differ in size ({path} is {arr.shape[1:]}, earlier ones "
-                            f"{size[1:]}); pass --img-size N to resize them all to N x N")
+            raise DataError(
+                f"folder dataset images differ in size ({path} is {arr.shape[1:]}, earlier ones "
+                f"{size[1:]}); pass --img-size N to resize them all to N x N"
+            )
         images.append(arr)
         labels.append(label)
     return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64), list(ds.classes)
@@ -129,15 +142,16 @@ def _read_folder(root: str, channels: int, img_size: int):
 def _folder(cfg: Config):
     root = cfg.data_dir
     if not os.path.isdir(root):
-        raise DataError(f"folder dataset root --data-dir {root!r} does not exist; point it at a folder of class "
-                        f"sub-folders (root/<class>/<image>.png, optionally split into train/ and test/)")
+        raise DataError(
+            f"folder dataset root --data-dir {root!r} does not exist; point it at a folder of class "
+            f"sub-folders (root/<class>/<image>.png, optionally split into train/ and test/)"
+        )
     channels = cfg.channels or 3
     if os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test")):
         xtr, ytr, classes = _read_folder(os.path.join(root, "train"), channels, cfg.img_size)
         xte, yte, classes_te = _read_folder(os.path.join(root, "test"), channels, cfg.img_size)
         if classes_te != classes:
-            raise DataError(f"folder dataset {root!r}: train/ classes {classes} differ from test/ classes "
-                            f"{classes_te}")
+            raise DataError(f"folder dataset {root!r}: train/ classes {classes} differ from test/ classes {classes_te}")
         return xtr, ytr, xte, yte, classes
     x, y, classes = _read_folder(root, channels, cfg.img_size)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))
@@ -147,6 +161,7 @@ def _folder(cfg: Config):
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     from torchvision.transforms.v2.functional import resize
+
     if tuple(images.shape[-2:]) == (size, size):
         return images
     return resize(images, [size, size], antialias=True)
@@ -162,12 +177,14 @@ def load_data(cfg: Config) -> ImageData:
         parts = _torchvision(cfg)
     xtr, ytr, xte, yte, classes = parts
     if cfg.channels and cfg.dataset != "folder" and cfg.channels != xtr.shape[1]:
-        raise DataError(f"--channels {cfg.channels} does not match dataset {cfg.dataset!r}, which has "
-                        f"{xtr.shape[1]} channel(s); --channels applies to --dataset folder")
+        raise DataError(
+            f"--channels {cfg.channels} does not match dataset {cfg.dataset!r}, which has "
+            f"{xtr.shape[1]} channel(s); --channels applies to --dataset folder"
+        )
     if cfg.train_limit:
-        xtr, ytr = xtr[:cfg.train_limit], ytr[:cfg.train_limit]
+        xtr, ytr = xtr[: cfg.train_limit], ytr[: cfg.train_limit]
     if cfg.test_limit:
-        xte, yte = xte[:cfg.test_limit], yte[:cfg.test_limit]
+        xte, yte = xte[: cfg.test_limit], yte[: cfg.test_limit]
     if cfg.img_size:
         xtr, xte = _resize(xtr, cfg.img_size), _resize(xte, cfg.img_size)
     if len(ytr) == 0 or len(yte) == 0:
@@ -175,16 +192,37 @@ def load_data(cfg: Config) -> ImageData:
     return ImageData(xtr.contiguous(), ytr, xte.contiguous(), yte, classes)
 
 
-def make_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int,
-                num_workers: int = 0, pin_memory: bool = False, rank: int = 0, world_size: int = 1):
+def make_loader(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+):
     """DataLoader whose order is a pure function of (seed, epoch): call ``loader.sampler.set_epoch(e)``.
 
     A DistributedSampler is used even in one process so that the data order, and so a resumed run's loss
     curve, does not depend on how many processes share the work.
     """
     ds = TensorDataset(images, labels)
-    sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
-                                 drop_last=shuffle and len(ds) >= batch_size * world_size)
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      pin_memory=pin_memory, drop_last=shuffle and len(ds) >= batch_size * world_size,
-                      persistent_workers=num_workers > 0)
+    sampler = DistributedSampler(
+        ds,
+        num_replicas=world_size,
+        rank=rank,
+        shuffle=shuffle,
+        seed=seed,
+        drop_last=shuffle and len(ds) >= batch_size * world_size,
+    )
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=shuffle and len(ds) >= batch_size * world_size,
+        persistent_workers=num_workers > 0,
+    )

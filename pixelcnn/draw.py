@@ -8,6 +8,7 @@ used, so the C++ op, the CUDA kernels and this function give the same bits.
 
 It runs on the CPU whatever the logits' device (a GPU's parallel cumsum would sum in another order).
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,13 +20,25 @@ LN2_HI = 6.93147180369123816490e-01
 LN2_LO = 1.90821492927058770002e-10
 EXP_MIN = -708.0
 # 1/n! for n = 11 .. 2, then 1, 1: the Horner coefficients of exp_rn (each a correctly rounded double, as in C)
-_HORNER = [1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0,
-           1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0]
+_HORNER = [
+    1.0 / 39916800.0,
+    1.0 / 3628800.0,
+    1.0 / 362880.0,
+    1.0 / 40320.0,
+    1.0 / 5040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+    1.0,
+]
 
 
 # 2^-n for n = 0 .. 1021, exact: exp_rn's power of two by table look-up (k = floor(x log2 e + 0.5) >= -1021 for
 # x >= -708), so the rule uses only ops every graph runtime has (no bit casts)
-_POW2 = torch.tensor([2.0 ** -n for n in range(1022)], dtype=torch.float64)
+_POW2 = torch.tensor([2.0**-n for n in range(1022)], dtype=torch.float64)
 
 
 def exp_rn(x: torch.Tensor) -> torch.Tensor:
@@ -49,7 +62,7 @@ def draw_rule(logits: torch.Tensor, u: torch.Tensor, temperature) -> torch.Tenso
     e = exp_rn(s - s.amax(dim=-1, keepdim=True))
     local = e.reshape(-1, CHUNKS, CHUNK).cumsum(dim=-1)  # sequential inside each chunk of 8
     running = local[:, :, CHUNK - 1].cumsum(dim=-1)  # ((t_0 + t_1) + ...) + t_c
-    offset = torch.cat([torch.zeros_like(running[:, :1]), running[:, :CHUNKS - 1]], dim=1)
+    offset = torch.cat([torch.zeros_like(running[:, :1]), running[:, : CHUNKS - 1]], dim=1)
     target = u * running[:, CHUNKS - 1]
     below = (offset.unsqueeze(2) + local) <= target.reshape(-1, 1, 1)
     return below.sum(dim=(1, 2)).clamp(max=LEVELS - 1)

@@ -1,5 +1,6 @@
 """Image files: PNG grids of uint8 samples (training's per-epoch samples, ``python -m pixelcnn.sample``) and reading
 a given image for completion."""
+
 from __future__ import annotations
 
 import torch
@@ -10,6 +11,7 @@ from pixelcnn.atomic import atomic_write
 def save_grid(path: str, images: torch.Tensor, nrow: int) -> None:
     """uint8 ``[N, C, H, W]`` -> PNG grid, ``nrow`` images per row, small images enlarged (nearest) to >= 32 px."""
     from torchvision.utils import make_grid, save_image
+
     x = images.float().cpu() / 255.0
     scale = max(1, 32 // x.shape[-1])
     if scale > 1:
@@ -21,6 +23,7 @@ def save_grid(path: str, images: torch.Tensor, nrow: int) -> None:
 def read_image(path: str, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """An image file -> uint8 ``[channels, H, W]``; it must already have the model's size (no resizing)."""
     from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(path) as img:
             img = img.convert("L" if channels == 1 else "RGB")
@@ -31,6 +34,8 @@ def read_image(path: str, channels: int, size: tuple[int, int]) -> torch.Tensor:
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"image {path} could not be read ({e}); pass a PNG") from None
     if (height, width) != tuple(size):
-        raise ValueError(f"image {path} is {height}x{width}, the model takes {size[0]}x{size[1]}: crop or resize "
-                         f"it to the model's size first")
+        raise ValueError(
+            f"image {path} is {height}x{width}, the model takes {size[0]}x{size[1]}: crop or resize "
+            f"it to the model's size first"
+        )
     return data.view(height, width, channels).permute(2, 0, 1).contiguous()

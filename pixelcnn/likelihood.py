@@ -1,4 +1,5 @@
 """Discrete 256-way likelihood in bits per dimension (docs/DESIGN.md §4)."""
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 Sub-pixel order is raster order over (row, col), then colour channel 0, 1, 2 within a pixel.
 Channel ``k`` of any layer belongs to colour group ``k % C``.
 """
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 ``to_unit(image)``: uint8 (or float holding 0..255) -> ``x / 127.5 - 1`` in [-1, 1]. Back-ends that cannot import
 this (C++/CUDA: csrc/pixels.h; exported models: the ``pixelcnn.normalisation`` metadata) use the same two constants.
 """
+
 from __future__ import annotations
 
 import torch

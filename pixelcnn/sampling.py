@@ -5,6 +5,7 @@ Contract shared by every method: before any network call draw ONE uniform tensor
 (the one draw rule, in double precision, shared with csrc/draw.h) gives for its logits and ``U[p]``. So every method
 gives the same image for the same generator seed.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -31,8 +32,9 @@ def _check(model: PixelCNN, labels: Optional[torch.Tensor], temperature: float, 
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if labels is None:
         if model.num_classes:
-            raise ValueError(f"labels are required for this class-conditional model: int64 [N] in "
-                             f"0..{model.num_classes - 1}")
+            raise ValueError(
+                f"labels are required for this class-conditional model: int64 [N] in 0..{model.num_classes - 1}"
+            )
         if n is None:
             raise ValueError("pass labels (conditional model) or n (number of images, unconditional model)")
         return n
@@ -53,18 +55,26 @@ def check_known(known: Optional[torch.Tensor], known_mask: Optional[torch.Tensor
         return
     shape_s = ", ".join(map(str, shape))
     if known.dtype != torch.uint8 or tuple(known.shape) != tuple(shape):
-        raise ValueError(f"known must be uint8 [{shape_s}] (the image shape), got {known.dtype} "
-                         f"{tuple(known.shape)}")
+        raise ValueError(f"known must be uint8 [{shape_s}] (the image shape), got {known.dtype} {tuple(known.shape)}")
     if known_mask.dtype != torch.bool or tuple(known_mask.shape) != tuple(shape):
-        raise ValueError(f"known_mask must be bool [{shape_s}] (the image shape), got {known_mask.dtype} "
-                         f"{tuple(known_mask.shape)}")
+        raise ValueError(
+            f"known_mask must be bool [{shape_s}] (the image shape), got {known_mask.dtype} {tuple(known_mask.shape)}"
+        )
 
 
 @torch.no_grad()
-def sample(model: PixelCNN, labels: Optional[torch.Tensor] = None, temperature: float = 1.0,
-           generator: Optional[torch.Generator] = None, method: str = "auto", n: Optional[int] = None,
-           uniforms: Optional[torch.Tensor] = None, progress: bool = False, known: Optional[torch.Tensor] = None,
-           known_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def sample(
+    model: PixelCNN,
+    labels: Optional[torch.Tensor] = None,
+    temperature: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+    method: str = "auto",
+    n: Optional[int] = None,
+    uniforms: Optional[torch.Tensor] = None,
+    progress: bool = False,
+    known: Optional[torch.Tensor] = None,
+    known_mask: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Draw images: uint8 ``[N, C, H, W]`` on the model's device.
 
     ``method``: ``naive`` (a full forward per sub-pixel), ``cached`` (incremental, Python), ``cached_ext``
@@ -82,8 +92,7 @@ def sample(model: PixelCNN, labels: Optional[torch.Tensor] = None, temperature: 
     if uniforms is None:
         uniforms = draw_uniforms((n, c, h, w), generator)
     elif tuple(uniforms.shape) != (n, c, h, w) or uniforms.dtype != torch.float32:
-        raise ValueError(f"uniforms must be float32 [{n}, {c}, {h}, {w}], got {uniforms.dtype} "
-                         f"{tuple(uniforms.shape)}")
+        raise ValueError(f"uniforms must be float32 [{n}, {c}, {h}, {w}], got {uniforms.dtype} {tuple(uniforms.shape)}")
     device = next(model.parameters()).device
     uniforms = uniforms.to(device)
     labels = labels.to(device) if labels is not None else None
@@ -97,8 +106,7 @@ def sample(model: PixelCNN, labels: Optional[torch.Tensor] = None, temperature: 
             return _sample_naive(model, labels, uniforms, temperature, known, known_mask, progress)
         if method == "cached":
             return CachedSampler(model, labels, n).run(uniforms, temperature, known, known_mask, progress)
-        return _sample_ext(model, labels, uniforms, temperature, known, known_mask,
-                           emulated=method == "cuda_emulated")
+        return _sample_ext(model, labels, uniforms, temperature, known, known_mask, emulated=method == "cuda_emulated")
     finally:
         model.train(was_training)
 
@@ -118,6 +126,7 @@ def _positions(c: int, h: int, w: int, progress: bool, desc: str):
     steps = [(i, j, k) for i in range(h) for j in range(w) for k in range(c)]
     if progress:
         from tqdm import tqdm
+
         return tqdm(steps, desc=desc, leave=False)
     return steps
 
@@ -153,14 +162,21 @@ class CachedSampler:
         """Record the value (uint8-valued ``[N]``) of sub-pixel (i, j, c) for the sub-pixels after it."""
         self.caches[0] = self.step.write(self.caches[0], value, i, j, c)
 
-    def run(self, u: torch.Tensor, temperature: float, known: Optional[torch.Tensor] = None,
-            known_mask: Optional[torch.Tensor] = None, progress: bool = False) -> torch.Tensor:
+    def run(
+        self,
+        u: torch.Tensor,
+        temperature: float,
+        known: Optional[torch.Tensor] = None,
+        known_mask: Optional[torch.Tensor] = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
         n, c, h, w = u.shape
         image = torch.zeros(n, c, h, w, dtype=torch.uint8, device=u.device)
         for i, j, k in _positions(c, h, w, progress, "sample cached"):
             kv, km = (known[:, k, i, j], known_mask[:, k, i, j]) if known is not None else (None, None)
             image[:, k, i, j], self.caches = self.step.sample_subpixel(
-                i, j, k, self.labels, self.caches, u[:, k, i, j], temperature, draw_values, kv, km)
+                i, j, k, self.labels, self.caches, u[:, k, i, j], temperature, draw_values, kv, km
+            )
         return image
 
 
@@ -185,7 +201,9 @@ def _sample_ext(model, labels, u, temperature, known=None, known_mask=None, emul
     if not emulated:
         return cached_sample(u.contiguous(), weights, biases, conds, model.channels, temperature, known, known_mask)
     if u.device.type != "cpu":
-        raise ValueError(f"method='cuda_emulated' runs the CUDA kernels on the CPU: move the model to the CPU "
-                         f"(it is on {u.device})")
-    return torch.ops.pixelcnn.cached_sample_emulated(u.contiguous(), weights, biases, conds, model.channels,
-                                                     float(temperature), known, known_mask)
+        raise ValueError(
+            f"method='cuda_emulated' runs the CUDA kernels on the CPU: move the model to the CPU (it is on {u.device})"
+        )
+    return torch.ops.pixelcnn.cached_sample_emulated(
+        u.contiguous(), weights, biases, conds, model.channels, float(temperature), known, known_mask
+    )

@@ -12,6 +12,7 @@ layer's input (the normalised image), cache b >= 1 the input of block b's k x k 
 colour channels the mask hides), where every weight is exactly 0. Only the padding columns must stay zero, and no
 store touches them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -46,13 +47,14 @@ class SpatialLayer(nn.Module):
         self.p = self.k // 2
         self.rows = self.p + 1
         self.in_channels = conv.in_channels
-        wm = (conv.weight * conv.mask).detach()[:, :, :self.rows, :]  # [C_out, C_in, rows, k]
+        wm = (conv.weight * conv.mask).detach()[:, :, : self.rows, :]  # [C_out, C_in, rows, k]
         # patch layout (rows, k, C_in) -> one [rows * k * C_in, C_out] matrix
         self.register_buffer("weight", wm.permute(2, 3, 1, 0).reshape(-1, conv.out_channels).contiguous())
         self.register_buffer("bias", conv.bias.detach().clone())
 
-    def store(self, cache: torch.Tensor, value: torch.Tensor, i: Index, j: Index,
-              channel: Optional[Index] = None) -> torch.Tensor:
+    def store(
+        self, cache: torch.Tensor, value: torch.Tensor, i: Index, j: Index, channel: Optional[Index] = None
+    ) -> torch.Tensor:
         """``cache`` with ``value`` at row i, column j: ``[N, C_in]`` for the whole position, or ``[N]`` for one
         ``channel``. Functional (a new tensor), so it exports as one ScatterND."""
         dev = cache.device
@@ -85,8 +87,11 @@ class DenseLayer(nn.Module):
 class _Block(nn.Module):
     def __init__(self, block):
         super().__init__()
-        self.conv_in, self.mid, self.conv_out = DenseLayer(block.conv_in), SpatialLayer(block.conv_mid), \
-            DenseLayer(block.conv_out)
+        self.conv_in, self.mid, self.conv_out = (
+            DenseLayer(block.conv_in),
+            SpatialLayer(block.conv_mid),
+            DenseLayer(block.conv_out),
+        )
         self.register_buffer("embed", block.embed.weight.detach().clone() if block.embed is not None else None)
 
 
@@ -131,8 +136,9 @@ class CachedStep(nn.Module):
         """Cache 0 with sub-pixel (i, j, c) set to ``value`` (uint8-valued ``[N]``), normalised."""
         return self.first.store(cache0, to_unit(value, self.dtype), i, j, channel=c)
 
-    def forward(self, i: Index, j: Index, c: Index, label: Optional[torch.Tensor],
-                caches: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self, i: Index, j: Index, c: Index, label: Optional[torch.Tensor], caches: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         caches = list(caches)
         x = self.first.at(caches[0], i, j)
         if self.embed is not None:
@@ -150,10 +156,19 @@ class CachedStep(nn.Module):
         b_o = self.b_o.index_select(1, colour).squeeze(1)
         return torch.addmm(b_o, y, w_o), caches
 
-    def sample_subpixel(self, i: Index, j: Index, c: Index, label: Optional[torch.Tensor],
-                        caches: Sequence[torch.Tensor], u: torch.Tensor, temperature, draw: Callable,
-                        known: Optional[torch.Tensor] = None,
-                        known_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def sample_subpixel(
+        self,
+        i: Index,
+        j: Index,
+        c: Index,
+        label: Optional[torch.Tensor],
+        caches: Sequence[torch.Tensor],
+        u: torch.Tensor,
+        temperature,
+        draw: Callable,
+        known: Optional[torch.Tensor] = None,
+        known_mask: Optional[torch.Tensor] = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One sampling step: logits of (i, j, c), ``draw(logits, u, temperature)`` (the draw rule), the known
         value instead where ``known_mask`` [N] is set, and the value written into cache 0. Returns (uint8 value
         ``[N]``, caches). The Python cached sampler and the ONNX sampler model's loop body both run this."""

@@ -7,6 +7,7 @@ torch guesses CUDA_HOME from the folder above ``nvcc`` (``/usr/local`` for ``/us
 On a CPU-only machine that line is expected, not a failure: ``use_cuda_toolkit()`` points CUDA_HOME at the real
 toolkit and drops exactly that one log record (every other warning of that logger still shows).
 """
+
 from __future__ import annotations
 
 import glob

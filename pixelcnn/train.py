@@ -4,6 +4,7 @@ Writes under ``<save-dir>/<model-name>/``: config.json, last.pt (every epoch and
 best.pt (lowest test bits/dim), metrics.csv, samples/epoch_XXX.png and loss_curve.png. Runs under
 ``torchrun --nproc_per_node=N`` with DistributedDataParallel; only rank 0 writes files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,9 @@ def _add_flag(p: argparse.ArgumentParser, f, default, dest: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """One flag per Config field and per settable ModelConfig field; help texts come from the fields."""
-    p = argparse.ArgumentParser(prog="python -m pixelcnn.train", description=__doc__.split("\n\n")[0],
-                                argument_default=argparse.SUPPRESS)
+    p = argparse.ArgumentParser(
+        prog="python -m pixelcnn.train", description=__doc__.split("\n\n")[0], argument_default=argparse.SUPPRESS
+    )
     defaults = Config()
     for f in fields(Config):
         if f.name == "model":
@@ -74,10 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
                 _add_flag(p, model_fields[name], getattr(defaults.model, name), f"model.{name}")
         else:
             _add_flag(p, f, getattr(defaults, f.name), f.name)
-    p.add_argument("--config", dest="config_file", metavar="FILE.json", help="JSON file of config keys; flags "
-                   "given on the command line override it")
-    p.add_argument("--resume", nargs="?", const="", metavar="CKPT", help="continue the run from CKPT (default "
-                   "<save-dir>/<model-name>/last.pt) with its config; flags given here override it")
+    p.add_argument(
+        "--config",
+        dest="config_file",
+        metavar="FILE.json",
+        help="JSON file of config keys; flags given on the command line override it",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="CKPT",
+        help="continue the run from CKPT (default "
+        "<save-dir>/<model-name>/last.pt) with its config; flags given here override it",
+    )
     return p
 
 
@@ -144,14 +156,16 @@ def resolve_device(name: str, ddp: Optional[Dist] = None) -> torch.device:
     return torch.device(name)
 
 
-def resolve_conv(conv: str, device: torch.device, model: Optional[PixelCNN] = None, batch_size: int = 16,
-                 amp: bool = False) -> str:
+def resolve_conv(
+    conv: str, device: torch.device, model: Optional[PixelCNN] = None, batch_size: int = 16, amp: bool = False
+) -> str:
     """``auto``: the reference on CPU; on CUDA the faster of reference and triton, timed on ``model`` (with ``amp``)."""
     if conv != "auto":
         return conv
     if device.type != "cuda" or model is None:
         return "reference"
     from pixelcnn.ops.masked_conv import choose_conv_impl
+
     mc = model.config
     g = torch.Generator().manual_seed(0)  # the run's own RNG streams stay untouched
     image = torch.randint(0, 256, (batch_size, mc.channels, *mc.image_size), generator=g, dtype=torch.uint8)
@@ -161,6 +175,7 @@ def resolve_conv(conv: str, device: torch.device, model: Optional[PixelCNN] = No
     def step(impl: str) -> None:
         model.set_conv_impl(impl)
         loss_fn(model, image, labels, amp).backward()
+
     choice = choose_conv_impl(step, device, (repr(mc), batch_size, amp))
     model.zero_grad(set_to_none=True)
     return choice
@@ -180,15 +195,22 @@ def loss_fn(model, images: torch.Tensor, labels: Optional[torch.Tensor], amp: bo
 
 
 @torch.no_grad()
-def evaluate(model, images: torch.Tensor, labels: Optional[torch.Tensor], batch_size: int, device: torch.device,
-             ddp: Dist, amp: bool = False) -> float:
+def evaluate(
+    model,
+    images: torch.Tensor,
+    labels: Optional[torch.Tensor],
+    batch_size: int,
+    device: torch.device,
+    ddp: Dist,
+    amp: bool = False,
+) -> float:
     """Test bits/dim over this process's shard (every world_size-th image), all-reduced across processes."""
     was = model.training
     model.eval()
     idx = torch.arange(ddp.rank, len(images), ddp.world_size)
     total = torch.zeros(2, dtype=torch.float64, device=device)
     for s in range(0, len(idx), batch_size):
-        b = idx[s:s + batch_size]
+        b = idx[s : s + batch_size]
         x, y = images[b].to(device), labels[b].to(device) if labels is not None else None
         total[0] += float(loss_fn(model, x, y, amp)) * len(b)
         total[1] += len(b)
@@ -210,8 +232,10 @@ def write_metrics(path: str, rows: list[dict]) -> None:
 
 def write_curve(path: str, rows: list[dict]) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = [r["epoch"] for r in rows]
     ax.plot(epochs, [r["train_bpd"] for r in rows], "o-", label="train")
@@ -241,9 +265,10 @@ def write_samples(path: str, model, cfg: Config, data: ImageData, device: torch.
 @dataclass
 class Progress:
     """Where a run stands; checkpoints store it, --resume restores it."""
-    epoch: int = 0              # epochs finished
-    epoch_step: int = 0         # batches of the current epoch already trained (a checkpoint mid-epoch)
-    step: int = 0               # optimiser steps in total
+
+    epoch: int = 0  # epochs finished
+    epoch_step: int = 0  # batches of the current epoch already trained (a checkpoint mid-epoch)
+    step: int = 0  # optimiser steps in total
     best: float = float("inf")  # lowest test bits/dim so far
     history: list = field(default_factory=list)
     partial: Optional[dict] = None  # running sums of the interrupted epoch: nats, seen, seconds
@@ -252,6 +277,7 @@ class Progress:
 @dataclass
 class Run:
     """Everything one training run holds between its steps (see ``train``)."""
+
     cfg: Config
     ddp: Dist
     device: torch.device
@@ -276,16 +302,26 @@ def build_run(cfg: Config) -> Run:
     device = resolve_device(cfg.device, ddp)
     seed_everything(cfg.seed)
     data = load_data(cfg)
-    cfg.model = dataclasses.replace(cfg.model, channels=data.channels, image_size=tuple(data.image_size),
-                                    num_classes=data.num_classes).validate()
+    cfg.model = dataclasses.replace(
+        cfg.model, channels=data.channels, image_size=tuple(data.image_size), num_classes=data.num_classes
+    ).validate()
     model = PixelCNN(cfg.model).to(device)
     conv = resolve_conv(cfg.conv, device, model, cfg.batch_size, cfg.amp and device.type == "cuda")
     model.set_conv_impl(conv)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.lr_factor,
-                                                           patience=cfg.lr_patience)
-    return Run(cfg, ddp, device, conv, cfg.amp and device.type == "cuda",
-               os.path.join(cfg.save_dir, cfg.model_name), data, model, optimizer, scheduler)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.lr_factor, patience=cfg.lr_patience)
+    return Run(
+        cfg,
+        ddp,
+        device,
+        conv,
+        cfg.amp and device.type == "cuda",
+        os.path.join(cfg.save_dir, cfg.model_name),
+        data,
+        model,
+        optimizer,
+        scheduler,
+    )
 
 
 def restore(run: Run, path: str) -> None:
@@ -298,8 +334,9 @@ def restore(run: Run, path: str) -> None:
     for g in run.optimizer.param_groups:  # a resumed run may be given a new --lr
         g.setdefault("initial_lr", g["lr"])
     set_rng_state(state.get("rng"))
-    run.progress = Progress(state["epoch"], state["epoch_step"], state["step"], state["best"],
-                            list(state["history"]), state.get("partial"))
+    run.progress = Progress(
+        state["epoch"], state["epoch_step"], state["step"], state["best"], list(state["history"]), state.get("partial")
+    )
 
 
 def prepare_run_dir(run: Run, resumed: bool) -> None:
@@ -313,11 +350,14 @@ def prepare_run_dir(run: Run, resumed: bool) -> None:
     run.cfg.save(os.path.join(run.run_dir, "config.json"))
     n_params = sum(p.numel() for p in run.model.parameters())
     data, pr = run.data, run.progress
-    print(f"PixelCNN: {n_params:,} parameters | device {run.device} | conv {run.conv} | compile {run.cfg.compile} | "
-          f"data {run.cfg.dataset} {data.channels}x{data.image_size[0]}x{data.image_size[1]}, "
-          f"{len(data.train_labels)} train / {len(data.test_labels)} test images, {data.num_classes} classes"
-          f"{' | world size ' + str(run.ddp.world_size) if run.ddp.world_size > 1 else ''}"
-          f"{f' | resumed at epoch {pr.epoch + 1} step {pr.step}' if resumed else ''}", flush=True)
+    print(
+        f"PixelCNN: {n_params:,} parameters | device {run.device} | conv {run.conv} | compile {run.cfg.compile} | "
+        f"data {run.cfg.dataset} {data.channels}x{data.image_size[0]}x{data.image_size[1]}, "
+        f"{len(data.train_labels)} train / {len(data.test_labels)} test images, {data.num_classes} classes"
+        f"{' | world size ' + str(run.ddp.world_size) if run.ddp.world_size > 1 else ''}"
+        f"{f' | resumed at epoch {pr.epoch + 1} step {pr.step}' if resumed else ''}",
+        flush=True,
+    )
 
 
 def training_module(run: Run) -> torch.nn.Module:
@@ -325,7 +365,8 @@ def training_module(run: Run) -> torch.nn.Module:
     net = run.model
     if run.ddp.world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+            net, device_ids=[run.device.index] if run.device.type == "cuda" else None
+        )
     return torch.compile(net) if run.cfg.compile else net
 
 
@@ -335,13 +376,24 @@ def save_last(run: Run, also_best: bool = False) -> None:
         return
     pr = run.progress
     if not all(torch.isfinite(p).all() for p in run.model.parameters()):
-        raise TrainingError(f"the weights became NaN/Inf by step {pr.step}; training stopped and the last good "
-                            f"checkpoint ({run.run_dir}/last.pt) was kept. Lower --lr or set --grad-clip")
+        raise TrainingError(
+            f"the weights became NaN/Inf by step {pr.step}; training stopped and the last good "
+            f"checkpoint ({run.run_dir}/last.pt) was kept. Lower --lr or set --grad-clip"
+        )
     state = {
-        "config": run.cfg.to_dict(), "data": {"class_names": run.data.class_names}, "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "rng": rng_state(),
-        "epoch": pr.epoch, "epoch_step": pr.epoch_step, "step": pr.step, "best": pr.best, "history": pr.history,
-        "partial": pr.partial}
+        "config": run.cfg.to_dict(),
+        "data": {"class_names": run.data.class_names},
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "rng": rng_state(),
+        "epoch": pr.epoch,
+        "epoch_step": pr.epoch_step,
+        "step": pr.step,
+        "best": pr.best,
+        "history": pr.history,
+        "partial": pr.partial,
+    }
     save_checkpoint(os.path.join(run.run_dir, "last.pt"), state)
     if also_best:
         save_checkpoint(os.path.join(run.run_dir, "best.pt"), state)
@@ -352,9 +404,11 @@ def optimiser_step(run: Run, net: torch.nn.Module, images: torch.Tensor, labels:
     cfg, pr = run.cfg, run.progress
     loss = loss_fn(net, images, labels, run.amp)
     if not torch.isfinite(loss):
-        raise TrainingError(f"loss became {float(loss.detach())} at epoch {pr.epoch + 1}, step {pr.step + 1}; "
-                            f"training stopped and the last good checkpoint ({run.run_dir}/last.pt) was kept. "
-                            f"Lower --lr (now {run.optimizer.param_groups[0]['lr']:g}) or set --grad-clip")
+        raise TrainingError(
+            f"loss became {float(loss.detach())} at epoch {pr.epoch + 1}, step {pr.step + 1}; "
+            f"training stopped and the last good checkpoint ({run.run_dir}/last.pt) was kept. "
+            f"Lower --lr (now {run.optimizer.param_groups[0]['lr']:g}) or set --grad-clip"
+        )
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:
@@ -362,8 +416,12 @@ def optimiser_step(run: Run, net: torch.nn.Module, images: torch.Tensor, labels:
     run.optimizer.step()
     pr.step += 1
     pr.epoch_step += 1
-    batch = torch.stack([loss.detach().double() * len(images),
-                         torch.tensor(float(len(images)), dtype=torch.float64, device=images.device)])
+    batch = torch.stack(
+        [
+            loss.detach().double() * len(images),
+            torch.tensor(float(len(images)), dtype=torch.float64, device=images.device),
+        ]
+    )
     if run.ddp.world_size > 1:
         dist.all_reduce(batch)
     return batch.tolist()
@@ -372,6 +430,7 @@ def optimiser_step(run: Run, net: torch.nn.Module, images: torch.Tensor, labels:
 def train_epoch(run: Run, net: torch.nn.Module, loader) -> tuple[float, int, float]:
     """Train one epoch (or the rest of an interrupted one); returns (nats, images seen, seconds)."""
     from tqdm import tqdm
+
     cfg, pr = run.cfg, run.progress
     loader.sampler.set_epoch(pr.epoch)
     run.model.train()
@@ -381,8 +440,15 @@ def train_epoch(run: Run, net: torch.nn.Module, loader) -> tuple[float, int, flo
     batches = iter(loader)
     for _ in range(pr.epoch_step):  # a resumed epoch skips the batches it already trained on
         next(batches)
-    bar = tqdm(batches, total=len(loader), initial=pr.epoch_step, desc=f"epoch {pr.epoch + 1}/{cfg.epochs}",
-               disable=not run.ddp.main or None, leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        batches,
+        total=len(loader),
+        initial=pr.epoch_step,
+        desc=f"epoch {pr.epoch + 1}/{cfg.epochs}",
+        disable=not run.ddp.main or None,
+        leave=False,
+        dynamic_ncols=True,
+    )
     for images, labels in bar:
         images = images.to(run.device, non_blocking=True)
         labels = labels.to(run.device, non_blocking=True) if run.labels_used else None
@@ -404,25 +470,47 @@ def finish_epoch(run: Run, nats: float, seen: int, seconds: float) -> dict:
     """Evaluate, step the scheduler, record the metrics row; on rank 0 write samples, checkpoints, CSV, curve."""
     cfg, pr, data = run.cfg, run.progress, run.data
     train_bpd = nats / max(seen, 1) / math.log(2.0)
-    test_bpd = evaluate(run.model, data.test_images, data.test_labels if run.labels_used else None, cfg.batch_size,
-                        run.device, run.ddp, run.amp)
+    test_bpd = evaluate(
+        run.model,
+        data.test_images,
+        data.test_labels if run.labels_used else None,
+        cfg.batch_size,
+        run.device,
+        run.ddp,
+        run.amp,
+    )
     run.scheduler.step(test_bpd)
-    row = {"epoch": pr.epoch + 1, "step": pr.step, "train_bpd": round(train_bpd, 5), "test_bpd": round(test_bpd, 5),
-           "lr": run.optimizer.param_groups[0]["lr"], "images_per_s": round(seen / max(seconds, 1e-9), 1),
-           "seconds": round(seconds, 2)}
+    row = {
+        "epoch": pr.epoch + 1,
+        "step": pr.step,
+        "train_bpd": round(train_bpd, 5),
+        "test_bpd": round(test_bpd, 5),
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "images_per_s": round(seen / max(seconds, 1e-9), 1),
+        "seconds": round(seconds, 2),
+    }
     pr.history.append(row)
     improved = test_bpd < pr.best
     pr.best = min(pr.best, test_bpd)
     pr.epoch, pr.epoch_step = pr.epoch + 1, 0
     if run.ddp.main:
-        method = write_samples(os.path.join(run.run_dir, "samples", f"epoch_{pr.epoch:03d}.png"), run.model, cfg,
-                               data, run.device, pr.epoch)
+        method = write_samples(
+            os.path.join(run.run_dir, "samples", f"epoch_{pr.epoch:03d}.png"),
+            run.model,
+            cfg,
+            data,
+            run.device,
+            pr.epoch,
+        )
         save_last(run, also_best=improved)
         write_metrics(os.path.join(run.run_dir, "metrics.csv"), pr.history)
         write_curve(os.path.join(run.run_dir, "loss_curve.png"), pr.history)
-        print(f"epoch {pr.epoch}/{cfg.epochs}  step {pr.step}  train {train_bpd:.4f}  test {test_bpd:.4f} "
-              f"bits/dim  lr {row['lr']:.2g}  {row['images_per_s']:.0f} img/s  {seconds:.1f}s  "
-              f"samples: {method}{'  *best*' if improved else ''}", flush=True)
+        print(
+            f"epoch {pr.epoch}/{cfg.epochs}  step {pr.step}  train {train_bpd:.4f}  test {test_bpd:.4f} "
+            f"bits/dim  lr {row['lr']:.2g}  {row['images_per_s']:.0f} img/s  {seconds:.1f}s  "
+            f"samples: {method}{'  *best*' if improved else ''}",
+            flush=True,
+        )
     return row
 
 
@@ -435,8 +523,17 @@ def train(cfg: Config, resume: Optional[str] = None) -> dict:
     if run.ddp.main:
         prepare_run_dir(run, bool(resume))
     net = training_module(run)
-    loader = make_loader(run.data.train_images, run.data.train_labels, cfg.batch_size, True, cfg.seed,
-                         cfg.num_workers, run.device.type == "cuda", run.ddp.rank, run.ddp.world_size)
+    loader = make_loader(
+        run.data.train_images,
+        run.data.train_labels,
+        cfg.batch_size,
+        True,
+        cfg.seed,
+        cfg.num_workers,
+        run.device.type == "cuda",
+        run.ddp.rank,
+        run.ddp.world_size,
+    )
     pr = run.progress
     while pr.epoch < cfg.epochs and not (cfg.max_steps and pr.step >= cfg.max_steps):
         finish_epoch(run, *train_epoch(run, net, loader))
@@ -455,12 +552,13 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except torch.cuda.OutOfMemoryError:
-        print("error: CUDA ran out of memory; lower --batch-size (or --hidden), or add --amp",
-              file=sys.stderr)
+        print("error: CUDA ran out of memory; lower --batch-size (or --hidden), or add --amp", file=sys.stderr)
         return 3
     if summary.get("epoch"):
-        print(f"done: {summary['run_dir']}  final test {summary['test_bpd']:.4f} bits/dim "
-              f"(best {summary['best_test_bpd']:.4f})")
+        print(
+            f"done: {summary['run_dir']}  final test {summary['test_bpd']:.4f} bits/dim "
+            f"(best {summary['best_test_bpd']:.4f})"
+        )
     return 0
 
 

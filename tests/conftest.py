@@ -1,4 +1,5 @@
 """Fixtures: the real MNIST test images (helpers that build models live in tests/helpers.py)."""
+
 import os
 
 import pytest
@@ -11,6 +12,7 @@ def mnist_test_images(shared_data):
     import gzip
 
     import numpy as np
+
     raw = os.path.join(shared_data, "MNIST", "raw")
     with gzip.open(os.path.join(raw, "t10k-images-idx3-ubyte.gz")) as f:
         data = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 1, 28, 28)

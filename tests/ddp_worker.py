@@ -1,18 +1,21 @@
 """Worker for the DDP gradient test: one process of a gloo group computes one step on its shard."""
+
 import os
 
 import torch
 
 
 def first_step_grads(rank, world_size, port, out_dir, global_batch):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
     import torch.distributed as dist
 
     from pixelcnn.config import Config, ModelConfig
     from pixelcnn.data import load_data, make_loader
     from pixelcnn.model import PixelCNN
     from pixelcnn.train import loss_fn, setup_distributed
+
     torch.set_num_threads(1)
     ddp = setup_distributed("cpu")
     cfg = Config(model=ModelConfig(channels=1, image_size=(8, 8), num_classes=10, hidden=8, blocks=1, kernel_size=3))
@@ -22,8 +25,15 @@ def first_step_grads(rank, world_size, port, out_dir, global_batch):
     with torch.no_grad():
         model.head_out.weight.normal_(0, 0.05)
     net = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
-    loader = make_loader(data.train_images, data.train_labels, global_batch // world_size, True, seed=5,
-                         rank=ddp.rank, world_size=world_size)
+    loader = make_loader(
+        data.train_images,
+        data.train_labels,
+        global_batch // world_size,
+        True,
+        seed=5,
+        rank=ddp.rank,
+        world_size=world_size,
+    )
     loader.sampler.set_epoch(0)
     images, labels = next(iter(loader))
     loss_fn(net, images, labels, amp=False).backward()

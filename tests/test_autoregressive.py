@@ -1,5 +1,6 @@
 """Autoregressive property by gradients (docs/DESIGN.md §3): the gradient of the output at sub-pixel p with respect to
 input sub-pixels at or after p is exactly 0 — and the earlier ones do influence it (so the test can fail)."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Checkpoint safety: atomic writes, weights_only loads, clear errors for corrupt, foreign and mismatched files."""
+
 import os
 
 import pytest
@@ -79,8 +80,10 @@ def test_checkpoint_of_the_flat_config_layout_still_loads(tmp_path):
     old = {k: v for k, v in Config().to_dict().items() if k != "model"}
     old.update(hidden_channels=8, residual_blocks=1, kernel_size=5)
     path = str(tmp_path / "old.pt")
-    save_checkpoint(path, {"config": old, "model": model.state_dict(),
-                           "data": {"channels": 1, "image_size": [8, 8], "num_classes": 10}})
+    save_checkpoint(
+        path,
+        {"config": old, "model": model.state_dict(), "data": {"channels": 1, "image_size": [8, 8], "num_classes": 10}},
+    )
     loaded, cfg, meta = load_model(path)
     assert cfg.model == model.config and meta["num_classes"] == 10
     x, y = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8), torch.tensor([1, 2])

@@ -1,4 +1,5 @@
 """keep_heap(): after it, re-allocating a large CPU tensor reuses heap pages instead of page-faulting new ones."""
+
 import resource
 
 import torch
@@ -20,6 +21,7 @@ def test_large_tensors_reuse_heap_pages_after_keep_heap():
         for _ in range(4):
             x = torch.ones(5 * 2**20)  # written, so every page is touched
             del x
+
     for _ in range(3):  # the first cycles may fault the pages in once
         cycle()
     faults = minor_faults_of(cycle)

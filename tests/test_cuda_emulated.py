@@ -1,6 +1,7 @@
 """The CUDA sampler's own kernel source (csrc/cuda/sampler_kernels.cuh) run on the CPU under the CUDA emulation
 (``cuda_emulated``) against the CPU op (``cached_ext``), the Python cached sampler and the naive reference
 (docs/DESIGN.md §5, §6); and, on a GPU, the real CUDA build against the CPU op."""
+
 import pytest
 import torch
 
@@ -22,12 +23,15 @@ def _launches() -> int:
 @pytest.mark.parametrize("conditional", [True, False])
 def test_emulated_kernels_equal_naive_and_cached_bit_for_bit_in_float64(channels, conditional):
     # 9 images: more image groups than the emulated device's 8 resident blocks, so blocks loop over groups
-    model = random_model(channels=channels, num_classes=5 if conditional else 0, hidden=8, blocks=2,
-                         kernel_size=5, size=(4, 3), std=0.25)
+    model = random_model(
+        channels=channels, num_classes=5 if conditional else 0, hidden=8, blocks=2, kernel_size=5, size=(4, 3), std=0.25
+    )
     n = 9
     labels = torch.arange(n) % 5 if conditional else None
-    images = {m: sample(model, labels, 0.7, torch.Generator().manual_seed(3), m, n=n)
-              for m in ("naive", "cached", "cached_ext", "cuda_emulated")}
+    images = {
+        m: sample(model, labels, 0.7, torch.Generator().manual_seed(3), m, n=n)
+        for m in ("naive", "cached", "cached_ext", "cuda_emulated")
+    }
     assert images["naive"].float().std() > 10  # a real spread of values, not a constant image
     for m in ("cached", "cached_ext", "cuda_emulated"):
         assert torch.equal(images[m], images["naive"]), m
@@ -38,8 +42,16 @@ def test_emulated_kernels_equal_naive_and_cached_bit_for_bit_in_float64(channels
 def test_emulated_kernels_equal_cpu_op_bit_for_bit_in_float64(temperature, channels, conditional, n):
     """n = 17 and 37 run groups of 4 images per block (the last group partial) and, at 37, more groups than
     resident blocks; 7x5 images; the kernel sizes leave no common tile."""
-    model = random_model(channels=channels, num_classes=4 if conditional else 0, hidden=12, blocks=2,
-                         kernel_size=3, size=(7, 5), std=0.3, seed=n)
+    model = random_model(
+        channels=channels,
+        num_classes=4 if conditional else 0,
+        hidden=12,
+        blocks=2,
+        kernel_size=3,
+        size=(7, 5),
+        std=0.3,
+        seed=n,
+    )
     labels = torch.arange(n) % 4 if conditional else None
     want = sample(model, labels, temperature, torch.Generator().manual_seed(n), "cached_ext", n=n)
     got = sample(model, labels, temperature, torch.Generator().manual_seed(n), "cuda_emulated", n=n)
@@ -51,8 +63,9 @@ def test_emulated_kernels_equal_cpu_op_bit_for_bit_in_float64(temperature, chann
 def test_emulated_kernels_in_float32_agree_with_cpu_op_on_at_least_99_percent_of_subpixels(n):
     """float32: the CPU op uses FMA register tiles (4 images x 16 outputs) where the CUDA build may not fuse, so a
     logit can differ in its last bit and flip a draw whose target lies that close to a CDF value (rare)."""
-    model = random_model(channels=3, num_classes=4, hidden=16, blocks=2, kernel_size=5, size=(6, 6),
-                         dtype=torch.float32, std=0.1)
+    model = random_model(
+        channels=3, num_classes=4, hidden=16, blocks=2, kernel_size=5, size=(6, 6), dtype=torch.float32, std=0.1
+    )
     labels = torch.arange(n) % 4
     a = sample(model, labels, 1.0, torch.Generator().manual_seed(5), "cached_ext")
     b = sample(model, labels, 1.0, torch.Generator().manual_seed(5), "cuda_emulated")
@@ -81,12 +94,19 @@ def test_one_launch_for_the_whole_loop_or_one_per_step(monkeypatch):
 def shared_bytes_per_image(model, itemsize: int) -> int:
     """The kernel's shared rows of one image: residual stream, head hidden, block hidden, the largest spatial
     patch (live taps (p*k + p + 1) * Cin), 256 logits."""
+
     def taps(conv):
         k = conv.kernel_size
         return (k // 2 * k + k // 2 + 1) * conv.in_channels
+
     patch = max([taps(model.conv_first)] + [taps(b.conv_mid) for b in model.blocks])
-    rows = (model.conv_first.out_channels + model.head_hidden.out_channels +
-            max(b.conv_mid.out_channels for b in model.blocks) + patch + 256)
+    rows = (
+        model.conv_first.out_channels
+        + model.head_hidden.out_channels
+        + max(b.conv_mid.out_channels for b in model.blocks)
+        + patch
+        + 256
+    )
     return rows * itemsize
 
 
@@ -106,8 +126,14 @@ def test_rows_beyond_the_devices_shared_memory_get_a_clear_error():
     227 KB a block may use on sm_90 (the emulated device)."""
     g = torch.Generator().manual_seed(0)
     h, k0 = 4, 141
-    shapes = [(2 * h, 3, k0, k0), (h, 2 * h, 1, 1), (h, h, 3, 3), (2 * h, h, 1, 1), (2 * h, 2 * h, 1, 1),
-              (256 * 3, 2 * h, 1, 1)]
+    shapes = [
+        (2 * h, 3, k0, k0),
+        (h, 2 * h, 1, 1),
+        (h, h, 3, 3),
+        (2 * h, h, 1, 1),
+        (2 * h, 2 * h, 1, 1),
+        (256 * 3, 2 * h, 1, 1),
+    ]
     weights = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
     biases = [torch.zeros(s[0], dtype=torch.float64) for s in shapes]
     with pytest.raises(RuntimeError, match=r"need \d+ bytes of shared memory, the device allows 232448 per block"):
@@ -145,8 +171,9 @@ def test_bad_inputs_get_clear_errors():
     want = op(u, weights, biases, conds, 1, 1.0)
     u_t = u.transpose(2, 3).contiguous().transpose(2, 3)
     assert not u_t.is_contiguous()
-    assert torch.equal(op(u_t, [w.transpose(2, 3).contiguous().transpose(2, 3) for w in weights], biases, conds,
-                          1, 1.0), want)
+    assert torch.equal(
+        op(u_t, [w.transpose(2, 3).contiguous().transpose(2, 3) for w in weights], biases, conds, 1, 1.0), want
+    )
 
 
 def test_cuda_emulated_refuses_a_model_on_another_device():
@@ -158,8 +185,8 @@ def test_cuda_emulated_refuses_a_model_on_another_device():
 def test_cli_samples_with_cuda_emulated(tmp_path):
     from pixelcnn.sample import main
     from tests.helpers import write_checkpoint
-    path, _ = write_checkpoint(tmp_path, channels=1, size=(4, 4), num_classes=2, hidden=8, blocks=1,
-                               kernel_size=3)
+
+    path, _ = write_checkpoint(tmp_path, channels=1, size=(4, 4), num_classes=2, hidden=8, blocks=1, kernel_size=3)
     out = tmp_path / "grid.png"
     assert main(["--checkpoint", path, "--out", str(out), "--n-per-class", "2", "--method", "cuda_emulated"]) == 0
     assert out.stat().st_size > 0
@@ -170,10 +197,12 @@ def test_cli_samples_with_cuda_emulated(tmp_path):
 @pytest.mark.parametrize("n,steps_per_launch", [(4, "0"), (21, "0"), (5, "1")])
 def test_real_cuda_equals_cpu_op_and_emulation_bit_for_bit_in_float64(n, steps_per_launch, monkeypatch):
     from pixelcnn.extension import cuda_kernels_built
+
     assert cuda_kernels_built(), "the extension was built without its CUDA kernels"
     monkeypatch.setenv("PIXELCNN_CUDA_STEPS_PER_LAUNCH", steps_per_launch)
-    model = random_model(channels=3, num_classes=4, hidden=16, blocks=2, kernel_size=5, size=(8, 7),
-                         dtype=torch.float64, std=0.2)
+    model = random_model(
+        channels=3, num_classes=4, hidden=16, blocks=2, kernel_size=5, size=(8, 7), dtype=torch.float64, std=0.2
+    )
     labels = torch.arange(n) % 4
     u = torch.rand(n, 3, 8, 7, generator=torch.Generator().manual_seed(4))
     want = sample(model, labels, 0.9, None, "cached_ext", uniforms=u)
@@ -189,8 +218,9 @@ def test_real_cuda_equals_cpu_op_and_emulation_bit_for_bit_in_float64(n, steps_p
 def test_real_cuda_equals_its_emulation_bit_for_bit_in_float32():
     """float32: the GPU build (--fmad=false, IEEE division, no flush to zero) and the emulation (-ffp-contract=off,
     SSE) do the same float operations in the same order, so they agree exactly; the CPU op's FMA tiles may not."""
-    model = random_model(channels=3, num_classes=4, hidden=16, blocks=2, kernel_size=5, size=(8, 7),
-                         dtype=torch.float32, std=0.1)
+    model = random_model(
+        channels=3, num_classes=4, hidden=16, blocks=2, kernel_size=5, size=(8, 7), dtype=torch.float32, std=0.1
+    )
     labels = torch.arange(20) % 4
     u = torch.rand(20, 3, 8, 7, generator=torch.Generator().manual_seed(6))
     emulated = sample(model, labels, 1.0, None, "cuda_emulated", uniforms=u)

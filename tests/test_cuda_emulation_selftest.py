@@ -2,6 +2,7 @@
 UndefinedBehaviorSanitizer, as `make sanitize` does: thread/block indices, barrier semantics, GPU-like launch errors
 (divergent barrier, > 48 KB shared memory without the attribute, > 1024 threads), and the fused sampler kernel giving
 each image the same result whatever the launch plan."""
+
 import os
 import shutil
 import subprocess
@@ -22,8 +23,9 @@ def test_emulation_selftest_is_clean_under_sanitizers(tmp_path, sanitizers):
         pytest.skip("no C++ compiler on this machine")
     exe = tmp_path / "emulation_selftest"
     source = os.path.join(ROOT, "csrc", "emulation", "selftest.cpp")
-    built = subprocess.run([cxx, *FLAGS, f"-fsanitize={sanitizers}", source, "-o", str(exe)],
-                           capture_output=True, text=True, timeout=900)
+    built = subprocess.run(
+        [cxx, *FLAGS, f"-fsanitize={sanitizers}", source, "-o", str(exe)], capture_output=True, text=True, timeout=900
+    )
     assert built.returncode == 0, built.stderr[-4000:]
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1"}
     ran = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600, env=env)

@@ -2,6 +2,7 @@
 with ``nvcc -Xptxas -v``; every kernel instantiation must use no local-memory spills, no stack, at most 255
 registers, and leave room within the architecture's per-block shared-memory limit for the seed model's rows
 (docs/DESIGN.md §6)."""
+
 import os
 import re
 import shutil
@@ -19,8 +20,10 @@ SHARED_LIMIT = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}
 def seed_model_rows(hidden=256, channels=3, kernel_size=7, block_kernel_size=3) -> int:
     """Elements of one image's shared rows at the seed size (32x32x3, h = 256): 2h residual stream, 2h head
     hidden, h block hidden, the largest live-tap patch, 256 logits."""
+
     def taps(k, cin):
         return (k // 2 * k + k // 2 + 1) * cin
+
     return 2 * hidden + 2 * hidden + hidden + max(taps(kernel_size, channels), taps(block_kernel_size, hidden)) + 256
 
 
@@ -38,9 +41,22 @@ def _nvcc():
 def ptxas_report(tmp_path_factory):
     nvcc = _nvcc()
     out = tmp_path_factory.mktemp("nvcc") / "sampler_kernels.o"
-    cmd = [nvcc, "-c", "-O3", "--fmad=false", "-std=c++20", "-Xptxas", "-v",
-           "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
-           os.path.join(ROOT, "csrc", "cuda", "sampler_kernels.cu"), "-o", str(out)]
+    cmd = [
+        nvcc,
+        "-c",
+        "-O3",
+        "--fmad=false",
+        "-std=c++20",
+        "-Xptxas",
+        "-v",
+        "-gencode",
+        "arch=compute_80,code=sm_80",
+        "-gencode",
+        "arch=compute_90,code=sm_90",
+        os.path.join(ROOT, "csrc", "cuda", "sampler_kernels.cu"),
+        "-o",
+        str(out),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     return done.stderr
@@ -60,8 +76,7 @@ def parse(report: str):
             continue
         m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
         if m:
-            kernels[current].update(stack=int(m.group(1)), spill_stores=int(m.group(2)),
-                                    spill_loads=int(m.group(3)))
+            kernels[current].update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
         m = re.search(r"Used (\d+) registers", line)
         if m:
             kernels[current]["registers"] = int(m.group(1))

@@ -1,5 +1,6 @@
 """Dataset wiring: each loader opens files in the real on-disk format (written here), the real MNIST folder tree
 in ../shared/data, the embedded digits, and missing data gives the clear offline error."""
+
 import os
 import pickle
 import struct
@@ -46,8 +47,10 @@ def test_cifar10_reads_python_batches(tmp_path):
         with open(root / name, "wb") as f:
             pickle.dump({"data": data, "labels": [3, 7]}, f)
     with open(root / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                     "ship", "truck"]}, f)
+        pickle.dump(
+            {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]},
+            f,
+        )
     d = load_data(Config(dataset="cifar10", data_dir=str(tmp_path), img_size=16))
     assert d.train_images.shape == (10, 3, 16, 16) and d.test_images.shape == (2, 3, 16, 16)
     full = load_data(Config(dataset="cifar10", data_dir=str(tmp_path)))
@@ -98,8 +101,10 @@ def test_digits_default_is_embedded_and_scaled_to_full_range():
 
 def test_loader_order_depends_only_on_seed_and_epoch():
     x, y = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1), torch.arange(40)
+
     def order(epoch):
         loader = make_loader(x, y, 8, True, seed=3)
         loader.sampler.set_epoch(epoch)
         return torch.cat([b[1] for b in loader]).tolist()
+
     assert order(0) == order(0) and order(0) != order(1) and sorted(order(1)) == list(range(40))

@@ -1,4 +1,5 @@
 """The draw rule (csrc/draw.h) and its Python mirror (pixelcnn/draw.py) give the same value for every row."""
+
 import pytest
 import torch
 
@@ -20,8 +21,9 @@ def test_draw_picks_smallest_value_whose_cdf_exceeds_u():
     assert picks == [0, 0, 1, 2, 2]
 
 
-@pytest.mark.parametrize("dtype,scale", [(torch.float64, 5.0), (torch.float32, 3.0), (torch.float64, 300.0),
-                                         (torch.float64, 1e-3)])
+@pytest.mark.parametrize(
+    "dtype,scale", [(torch.float64, 5.0), (torch.float32, 3.0), (torch.float64, 300.0), (torch.float64, 1e-3)]
+)
 @pytest.mark.parametrize("temperature", [0.6, 1.0, 1.7])
 def test_cpp_draw_equals_python_mirror_bit_for_bit(dtype, scale, temperature):
     if load_extension() is None:

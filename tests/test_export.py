@@ -1,4 +1,5 @@
 """Export in each format, reload, and parity against eager on real data; dynamic batch; clear errors."""
+
 import os
 
 import pytest
@@ -26,6 +27,7 @@ def test_export_reload_and_parity_on_real_mnist(tmp_path, shared_data, fmt):
 
 def test_onnx_colour_model_dynamic_batch_and_metadata(tmp_path):
     import onnx
+
     _, model = checkpoint(tmp_path, channels=3, size=(8, 8), num_classes=4)
     out = str(tmp_path / "c.onnx")
     export_onnx(model, out)

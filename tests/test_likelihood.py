@@ -1,4 +1,5 @@
 """bits/dim on real MNIST images: uniform at initialisation, and equal to an independent computation."""
+
 import math
 
 import numpy as np
@@ -14,11 +15,11 @@ TOL = 1e-5  # bits/dim, float64 model
 
 def independent_bpd(logits: torch.Tensor, image: torch.Tensor) -> float:
     """Per sub-pixel log-softmax in numpy, summed in float64 and converted to bits."""
-    lg = logits.detach().double().numpy()            # [N, 256, C, H, W]
-    lg = np.moveaxis(lg, 1, -1).reshape(-1, 256)      # [N*C*H*W, 256]
+    lg = logits.detach().double().numpy()  # [N, 256, C, H, W]
+    lg = np.moveaxis(lg, 1, -1).reshape(-1, 256)  # [N*C*H*W, 256]
     target = image.numpy().reshape(-1).astype(np.int64)
     m = lg.max(axis=1, keepdims=True)
-    logz = (m[:, 0] + np.log(np.exp(lg - m).sum(axis=1)))
+    logz = m[:, 0] + np.log(np.exp(lg - m).sum(axis=1))
     nll = logz - lg[np.arange(len(target)), target]
     return float(nll.mean() / math.log(2.0))
 

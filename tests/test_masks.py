@@ -1,4 +1,5 @@
 """The mask builder against docs/DESIGN.md §3, written out independently per tap."""
+
 import pytest
 
 from pixelcnn.masks import conv_mask, live_taps
@@ -30,8 +31,9 @@ def test_live_tap_counts_match_the_issue():
     for mask_type in "AB":
         for colors in (1, 3):
             m = conv_mask(3, 3, 7, mask_type, colors).amax(dim=(0, 1))
-            assert {(y - 3, x - 3) for y in range(7) for x in range(7) if m[y, x]} == \
-                set(live_taps(7, mask_type, colors))
+            assert {(y - 3, x - 3) for y in range(7) for x in range(7) if m[y, x]} == set(
+                live_taps(7, mask_type, colors)
+            )
 
 
 def test_mask_a_blocks_the_centre_for_grey_images():

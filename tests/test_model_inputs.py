@@ -1,4 +1,5 @@
 """Bad inputs to the model give ValueError naming what was expected."""
+
 import pytest
 import torch
 
@@ -15,18 +16,21 @@ GOOD = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
 LABELS = torch.tensor([0, 9])
 
 
-@pytest.mark.parametrize("image,labels,match", [
-    (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), LABELS, "1 channel"),
-    (torch.zeros(2, 1, 9, 8, dtype=torch.uint8), LABELS, "must be 8x8"),
-    (torch.zeros(1, 8, 8, dtype=torch.uint8), LABELS[:1], "4-D tensor"),
-    (torch.zeros(2, 1, 8, 8, dtype=torch.int32), LABELS, "uint8"),
-    (torch.full((2, 1, 8, 8), 300.0), LABELS, "0..255"),
-    (torch.full((2, 1, 8, 8), -0.5), LABELS, "0..255"),
-    (GOOD, torch.tensor([0, 10]), r"labels must lie in 0..9"),
-    (GOOD, torch.tensor([-1, 0]), r"labels must lie in 0..9"),
-    (GOOD, torch.tensor([0]), r"labels must be \[N\]"),
-    (GOOD, None, "labels are required"),
-])
+@pytest.mark.parametrize(
+    "image,labels,match",
+    [
+        (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), LABELS, "1 channel"),
+        (torch.zeros(2, 1, 9, 8, dtype=torch.uint8), LABELS, "must be 8x8"),
+        (torch.zeros(1, 8, 8, dtype=torch.uint8), LABELS[:1], "4-D tensor"),
+        (torch.zeros(2, 1, 8, 8, dtype=torch.int32), LABELS, "uint8"),
+        (torch.full((2, 1, 8, 8), 300.0), LABELS, "0..255"),
+        (torch.full((2, 1, 8, 8), -0.5), LABELS, "0..255"),
+        (GOOD, torch.tensor([0, 10]), r"labels must lie in 0..9"),
+        (GOOD, torch.tensor([-1, 0]), r"labels must lie in 0..9"),
+        (GOOD, torch.tensor([0]), r"labels must be \[N\]"),
+        (GOOD, None, "labels are required"),
+    ],
+)
 def test_bad_input_raises_value_error_naming_expectation(model, image, labels, match):
     with pytest.raises(ValueError, match=match):
         model(image, labels)

@@ -1,4 +1,5 @@
 """Crash safety, resume, bad-input hardening and multi-process (DDP over gloo) training."""
+
 import csv
 import os
 import signal
@@ -15,13 +16,33 @@ from pixelcnn.checkpoint import load_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVERY = 5
-BASE = ["--epochs", "3", "--batch-size", "32", "--hidden", "16", "--blocks", "2",
-        "--n-per-class", "1", "--checkpoint-every", str(EVERY), "--model-name", "m"]
+BASE = [
+    "--epochs",
+    "3",
+    "--batch-size",
+    "32",
+    "--hidden",
+    "16",
+    "--blocks",
+    "2",
+    "--n-per-class",
+    "1",
+    "--checkpoint-every",
+    str(EVERY),
+    "--model-name",
+    "m",
+]
 
 
 def run_cli(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "pixelcnn.train", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pixelcnn.train", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def metrics(path):
@@ -69,9 +90,11 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, ca
         calls.append(1)
         loss = real(*args, **kwargs)
         return loss * float("nan") if len(calls) == 4 else loss
+
     monkeypatch.setattr(train_cli, "loss_fn", diverging)
-    code = train_cli.main(["--epochs", "1", "--checkpoint-every", "1", "--hidden", "8",
-                           "--blocks", "1", "--save-dir", str(tmp_path)])
+    code = train_cli.main(
+        ["--epochs", "1", "--checkpoint-every", "1", "--hidden", "8", "--blocks", "1", "--save-dir", str(tmp_path)]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "loss became nan" in err and "last good checkpoint" in err, err
     state = load_checkpoint(str(tmp_path / "pixelcnn" / "last.pt"))
@@ -79,8 +102,20 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, ca
 
 
 def test_resume_with_other_architecture_names_the_mismatch(tmp_path, capsys):
-    args = ["--epochs", "1", "--hidden", "8", "--blocks", "1", "--n-per-class", "1",
-            "--max-steps", "2", "--save-dir", str(tmp_path)]
+    args = [
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--blocks",
+        "1",
+        "--n-per-class",
+        "1",
+        "--max-steps",
+        "2",
+        "--save-dir",
+        str(tmp_path),
+    ]
     assert train_cli.main(args) == 0
     assert train_cli.main(args + ["--resume", "--hidden", "16"]) == 2
     assert "model.hidden: checkpoint 8 vs requested 16" in capsys.readouterr().err
@@ -94,6 +129,7 @@ def test_image_size_too_small_for_kernel_is_refused(capsys):
 def test_cuda_out_of_memory_suggests_smaller_batch(monkeypatch, capsys):
     def oom(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
     monkeypatch.setattr(train_cli, "train", oom)
     assert train_cli.main(["--epochs", "1"]) == 3
     assert "--batch-size" in capsys.readouterr().err
@@ -110,6 +146,7 @@ def test_two_process_gloo_first_step_gradients_equal_one_process(tmp_path):
     import torch.multiprocessing as mp
 
     from tests.ddp_worker import first_step_grads
+
     mp.spawn(first_step_grads, args=(2, free_port(), str(tmp_path), 32), nprocs=2, join=True)
     first_step_grads(0, 1, free_port(), str(tmp_path), 32)
     g2, g1 = torch.load(tmp_path / "grads2.pt"), torch.load(tmp_path / "grads1.pt")
@@ -122,11 +159,31 @@ def test_two_process_gloo_first_step_gradients_equal_one_process(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_train_and_only_rank0_writes(tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    cmd = [torchrun, "--nproc_per_node=2", "--master_port", str(free_port()), "-m", "pixelcnn.train",
-           "--epochs", "1", "--max-steps", "6", "--hidden", "8", "--blocks", "1",
-           "--n-per-class", "1", "--save-dir", str(tmp_path), "--device", "cpu"]
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        torchrun,
+        "--nproc_per_node=2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "pixelcnn.train",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "6",
+        "--hidden",
+        "8",
+        "--blocks",
+        "1",
+        "--n-per-class",
+        "1",
+        "--save-dir",
+        str(tmp_path),
+        "--device",
+        "cpu",
+    ]
+    r = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("PixelCNN:") == 1 and "world size 2" in r.stdout
     rows = metrics(tmp_path / "pixelcnn" / "metrics.csv")

@@ -1,6 +1,7 @@
 """The ONNX sampler model (export/sampler.py): one ONNX Runtime run samples whole images, equal to the Python cached
 sampler for the same uniforms (docs/DESIGN.md §5), completes images keeping every known sub-pixel, and its Python
 front-end (export/ort_sampler.py) rejects bad inputs before anything runs or is written."""
+
 import os
 
 import numpy as np
@@ -79,6 +80,7 @@ def test_completion_keeps_known_subpixels_and_equals_python(request, fixture):
 
 def test_the_sampler_is_a_loop_not_an_unrolled_graph(colour):
     import onnx
+
     _, _, path = colour
     proto = onnx.load(path)
     loops = [node for node in proto.graph.node if node.op_type == "Loop"]
@@ -96,12 +98,13 @@ def boundary_distance(logits, u, temperature, a, b):
     cdf = e.cumsum(-1)
     v = torch.minimum(a, b).long()
     target = u.double() * cdf[:, -1]
-    return ((target - cdf.gather(1, v[:, None])[:, 0]).abs() / cdf[:, -1])
+    return (target - cdf.gather(1, v[:, None])[:, 0]).abs() / cdf[:, -1]
 
 
 def test_float32_sampler_model_agrees_except_at_cdf_boundaries(tmp_path):
-    model = random_model(channels=1, num_classes=10, hidden=12, blocks=2, kernel_size=5, size=(8, 8),
-                         dtype=torch.float32)
+    model = random_model(
+        channels=1, num_classes=10, hidden=12, blocks=2, kernel_size=5, size=(8, 8), dtype=torch.float32
+    )
     sampler = OrtSampler(export_sampler_onnx(model, str(tmp_path / "s32.onnx"), precision="float32"))
     n = 16
     labels = torch.arange(n) % 10
@@ -143,15 +146,19 @@ def test_front_end_rejects_bad_inputs_clearly(colour, tmp_path, capsys):
         sampler.sample(u, labels, 1.0, known.astype(np.float32), np.zeros(u.shape, bool))
     with pytest.raises(ValueError, match="pass both known"):
         sampler.sample(u, labels, 1.0, known, None)
-    step = export_step_onnx(random_model(channels=1, num_classes=0, hidden=4, blocks=1, kernel_size=3,
-                                         size=(4, 4)), str(tmp_path / "step.onnx"))
+    step = export_step_onnx(
+        random_model(channels=1, num_classes=0, hidden=4, blocks=1, kernel_size=3, size=(4, 4)),
+        str(tmp_path / "step.onnx"),
+    )
     with pytest.raises(ExportError, match="not a pixelcnn sampler model"):
         OrtSampler(step)
 
     np.save(tmp_path / "bad_u.npy", u[:, :1])
     out = tmp_path / "never.png"
-    assert ort_sampler_main([path, "--labels", "0", "1", "--uniforms", str(tmp_path / "bad_u.npy"), "--out",
-                             str(out)]) == 2
+    assert (
+        ort_sampler_main([path, "--labels", "0", "1", "--uniforms", str(tmp_path / "bad_u.npy"), "--out", str(out)])
+        == 2
+    )
     assert "uniforms must be float32" in capsys.readouterr().err
     assert ort_sampler_main([path, "--labels", "0", "9", "--out", str(out)]) == 2
     assert "labels must lie in 0..3" in capsys.readouterr().err
@@ -166,15 +173,49 @@ def test_ort_sampler_cli_samples_and_completes(colour, tmp_path, capsys):
     u = uniforms(2, model, seed=4)
     np.save(tmp_path / "u.npy", u.numpy())
     out = tmp_path / "img.npy"
-    assert ort_sampler_main([path, "--labels", "0", "2", "--uniforms", str(tmp_path / "u.npy"), "--temperature",
-                             str(T), "--threads", "1", "--out", str(out)]) == 0
+    assert (
+        ort_sampler_main(
+            [
+                path,
+                "--labels",
+                "0",
+                "2",
+                "--uniforms",
+                str(tmp_path / "u.npy"),
+                "--temperature",
+                str(T),
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "images/s" in capsys.readouterr().out
     want = sample(model, torch.tensor([0, 2]), T, uniforms=u, method="cached")
     np.testing.assert_array_equal(np.load(out), want.numpy())
     np.save(tmp_path / "given.npy", want.numpy())
     out2 = tmp_path / "completed.npy"
-    assert ort_sampler_main([path, "--labels", "0", "2", "--complete", str(tmp_path / "given.npy"), "--keep-rows",
-                             "3", "--temperature", str(T), "--out", str(out2)]) == 0
+    assert (
+        ort_sampler_main(
+            [
+                path,
+                "--labels",
+                "0",
+                "2",
+                "--complete",
+                str(tmp_path / "given.npy"),
+                "--keep-rows",
+                "3",
+                "--temperature",
+                str(T),
+                "--out",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     completed = np.load(out2)
     np.testing.assert_array_equal(completed[:, :, :3], want.numpy()[:, :, :3])
     assert ort_sampler_main([path, "--labels", "0", "--out", str(tmp_path / "grid.png")]) == 0
@@ -183,8 +224,7 @@ def test_ort_sampler_cli_samples_and_completes(colour, tmp_path, capsys):
 def test_export_cli_sampler_prints_parity_and_writes_one_file(tmp_path, capsys):
     path, _ = write_checkpoint(tmp_path, size=(6, 6), hidden=8, blocks=1, kernel_size=3)
     out = tmp_path / "s.onnx"
-    assert export_main(["onnx", "--checkpoint", path, "--sampler", "--precision", "float64", "--out",
-                        str(out)]) == 0
+    assert export_main(["onnx", "--checkpoint", path, "--sampler", "--precision", "float64", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "0 of 216 sub-pixels differ" in printed and "kept" in printed and "-> OK" in printed, printed
     assert sorted(os.listdir(tmp_path)) == ["model.pt", "s.onnx"]

@@ -1,5 +1,6 @@
 """Samplers against the full forward (docs/DESIGN.md §5): teacher-forced cached logits, bit-identical images across
 naive / cached / cached_ext, and the compiled extension's contents."""
+
 import pytest
 import torch
 
@@ -31,16 +32,18 @@ def teacher_forced_max_error(model, images, labels):
 
 def test_cached_step_matches_full_forward_on_real_mnist(mnist_test_images):
     images, labels = mnist_test_images
-    model = random_model(channels=1, num_classes=10, hidden=16, blocks=2, kernel_size=7, size=(28, 28),
-                         dtype=torch.float32, std=0.08)
+    model = random_model(
+        channels=1, num_classes=10, hidden=16, blocks=2, kernel_size=7, size=(28, 28), dtype=torch.float32, std=0.08
+    )
     assert teacher_forced_max_error(model, images[:4], labels[:4]) <= LOGIT_TOL
 
 
 def test_cached_step_matches_full_forward_on_colour_images():
     torch.manual_seed(1)
     images = torch.randint(0, 256, (3, 3, 7, 6), dtype=torch.uint8)
-    model = random_model(channels=3, num_classes=4, hidden=12, blocks=2, kernel_size=5, size=(7, 6),
-                         dtype=torch.float32, std=0.1)
+    model = random_model(
+        channels=3, num_classes=4, hidden=12, blocks=2, kernel_size=5, size=(7, 6), dtype=torch.float32, std=0.1
+    )
     assert teacher_forced_max_error(model, images, torch.tensor([0, 3, 1])) <= LOGIT_TOL
 
 
@@ -50,8 +53,15 @@ METHODS = ["naive", "cached"] + (["cached_ext"] if load_extension() is not None 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("conditional", [True, False])
 def test_all_methods_draw_bit_identical_images_in_float64(channels, conditional):
-    model = random_model(channels=channels, num_classes=5 if conditional else 0, hidden=10, blocks=2,
-                         kernel_size=5, size=(6, 5), std=0.25)
+    model = random_model(
+        channels=channels,
+        num_classes=5 if conditional else 0,
+        hidden=10,
+        blocks=2,
+        kernel_size=5,
+        size=(6, 5),
+        std=0.25,
+    )
     labels = torch.tensor([0, 4, 2, 2]) if conditional else None
     images = {m: sample(model, labels, 0.7, torch.Generator().manual_seed(11), m, n=4) for m in METHODS}
     assert images["naive"].float().std() > 10  # a real spread of values, not a constant image
@@ -65,8 +75,9 @@ def test_all_methods_draw_bit_identical_images_in_float64(channels, conditional)
 def test_extension_matches_python_cached_in_float32_on_trained_size_model(n, hidden, std):
     """float32 runs the vector GEMM tiles (csrc/gemm.h): 7 and 5 images leave partial row tiles, 2h = 24 and
     h = 12 partial panel groups."""
-    model = random_model(channels=1, num_classes=10, hidden=hidden, blocks=3, kernel_size=7, size=(12, 12),
-                         dtype=torch.float32, std=std)
+    model = random_model(
+        channels=1, num_classes=10, hidden=hidden, blocks=3, kernel_size=7, size=(12, 12), dtype=torch.float32, std=std
+    )
     labels = torch.arange(n) % 10
     a = sample(model, labels, 1.3, torch.Generator().manual_seed(2), "cached")
     b = sample(model, labels, 1.3, torch.Generator().manual_seed(2), "cached_ext")
@@ -101,8 +112,9 @@ def test_cache_memory_is_rows_times_width_not_height_times_width():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
 def test_cuda_extension_matches_cpu_cached_sampler():
-    model = random_model(channels=3, num_classes=4, hidden=16, blocks=2, kernel_size=5, size=(8, 8),
-                         dtype=torch.float64, std=0.2)
+    model = random_model(
+        channels=3, num_classes=4, hidden=16, blocks=2, kernel_size=5, size=(8, 8), dtype=torch.float64, std=0.2
+    )
     labels = torch.tensor([0, 1, 2, 3])
     want = sample(model, labels, 0.9, torch.Generator().manual_seed(4), "cached")
     u = torch.rand(want.shape, generator=torch.Generator().manual_seed(4))

@@ -1,5 +1,6 @@
 """The ONNX step model (Python driver through ONNX Runtime) and the Node.js example (onnxruntime-node, on the
 sampler model) draw the same images as the PyTorch cached sampler for the same uniforms."""
+
 import os
 import shutil
 import subprocess
@@ -22,8 +23,9 @@ NODE_EXAMPLE = os.path.join(ROOT, "export", "examples", "node")
 
 @pytest.mark.parametrize("channels,num_classes,size", [(1, 10, (28, 28)), (3, 0, (7, 6)), (3, 4, (5, 6))])
 def test_ort_step_sampler_equals_cached_sampler(tmp_path, channels, num_classes, size):
-    model = random_model(channels=channels, num_classes=num_classes, hidden=8, blocks=2, kernel_size=5, size=size,
-                         dtype=torch.float32)
+    model = random_model(
+        channels=channels, num_classes=num_classes, hidden=8, blocks=2, kernel_size=5, size=size, dtype=torch.float32
+    )
     path = export_step_onnx(model, str(tmp_path / "step.onnx"))  # exported at batch 2
     sampler = OrtStepSampler(path)
     assert (sampler.channels, (sampler.height, sampler.width)) == (channels, size)
@@ -34,8 +36,9 @@ def test_ort_step_sampler_equals_cached_sampler(tmp_path, channels, num_classes,
 
 def test_step_model_is_driven_by_context_and_labels(tmp_path):
     """Guards the equality test above against a model whose draws ignore their inputs."""
-    model = random_model(channels=1, num_classes=10, hidden=8, blocks=2, kernel_size=5, size=(8, 8),
-                         dtype=torch.float32)
+    model = random_model(
+        channels=1, num_classes=10, hidden=8, blocks=2, kernel_size=5, size=(8, 8), dtype=torch.float32
+    )
     sampler = OrtStepSampler(export_step_onnx(model, str(tmp_path / "step.onnx")))
     u = draw_uniforms((1, 1, 8, 8), torch.Generator().manual_seed(0)).numpy()
     same_u = np.repeat(u, 2, axis=0)
@@ -59,8 +62,7 @@ def test_export_cli_step_prints_parity_and_writes_one_file(tmp_path, capsys):
 
 
 def test_step_driver_equals_cached_and_rejects_bad_input(tmp_path):
-    model = random_model(channels=1, num_classes=3, hidden=8, blocks=1, kernel_size=3, size=(5, 5),
-                         dtype=torch.float32)
+    model = random_model(channels=1, num_classes=3, hidden=8, blocks=1, kernel_size=3, size=(5, 5), dtype=torch.float32)
     step = export_step_onnx(model, str(tmp_path / "step.onnx"))
     u = draw_uniforms((2, 1, 5, 5), torch.Generator().manual_seed(4))
     sampler = OrtStepSampler(step)
@@ -97,14 +99,16 @@ def node_command():
     return [node, os.path.join(NODE_EXAMPLE, "sample.js")]
 
 
-@pytest.mark.parametrize("channels,num_classes,size,temperature",
-                         [(1, 10, (28, 28), 1.0), (3, 4, (6, 5), 0.75), (3, 0, (5, 4), 1.0)])
+@pytest.mark.parametrize(
+    "channels,num_classes,size,temperature", [(1, 10, (28, 28), 1.0), (3, 4, (6, 5), 0.75), (3, 0, (5, 4), 1.0)]
+)
 def test_node_onnxruntime_draws_the_same_images_as_python(tmp_path, channels, num_classes, size, temperature):
     """The Node.js example runs the sampler model (one run) and equals Python's cached sampler pixel for pixel, for
     sampling and for completion."""
     node = node_command()
-    path, model = write_checkpoint(tmp_path, channels=channels, size=size, num_classes=num_classes, hidden=8,
-                                   blocks=2, kernel_size=5)
+    path, model = write_checkpoint(
+        tmp_path, channels=channels, size=size, num_classes=num_classes, hidden=8, blocks=2, kernel_size=5
+    )
     sampler = str(tmp_path / "model.sampler.onnx")
     assert export_main(["onnx", "--checkpoint", path, "--sampler", "--precision", "float64", "--out", sampler]) == 0
     n = 3
@@ -118,14 +122,28 @@ def test_node_onnxruntime_draws_the_same_images_as_python(tmp_path, channels, nu
     np.save(tmp_path / "u2.npy", u2.numpy())
     mask = torch.zeros(want.shape, dtype=torch.bool)
     mask[:, :, :2] = True
-    want_completed = sample(reference, labels, temperature, uniforms=u2, method="cached", n=n, known=want,
-                            known_mask=mask)
-    for uniforms, extra, expected in (("u.npy", [], want),
-                                      ("u2.npy", ["--complete", str(tmp_path / "given.npy"), "--keep-rows", "2"],
-                                       want_completed)):
+    want_completed = sample(
+        reference, labels, temperature, uniforms=u2, method="cached", n=n, known=want, known_mask=mask
+    )
+    for uniforms, extra, expected in (
+        ("u.npy", [], want),
+        ("u2.npy", ["--complete", str(tmp_path / "given.npy"), "--keep-rows", "2"], want_completed),
+    ):
         out = tmp_path / "node.pnm"
-        cmd = node + ["--model", sampler, "--uniforms", str(tmp_path / uniforms), "--temperature", str(temperature),
-                      "--out", str(out)] + extra
+        cmd = (
+            node
+            + [
+                "--model",
+                sampler,
+                "--uniforms",
+                str(tmp_path / uniforms),
+                "--temperature",
+                str(temperature),
+                "--out",
+                str(out),
+            ]
+            + extra
+        )
         if num_classes:
             cmd += ["--labels", ",".join(map(str, labels.tolist()))]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -136,21 +154,31 @@ def test_node_onnxruntime_draws_the_same_images_as_python(tmp_path, channels, nu
 
 def test_node_example_rejects_bad_input(tmp_path):
     node = node_command()
-    model = random_model(channels=1, num_classes=3, hidden=8, blocks=1, kernel_size=3, size=(5, 5),
-                         dtype=torch.float32)
+    model = random_model(channels=1, num_classes=3, hidden=8, blocks=1, kernel_size=3, size=(5, 5), dtype=torch.float32)
     sampler = export_sampler_onnx(model, str(tmp_path / "sampler.onnx"))
     np.save(tmp_path / "u.npy", np.zeros((2, 1, 5, 4), np.float32))
     np.save(tmp_path / "u_ok.npy", np.zeros((2, 1, 5, 5), np.float32))
     out = tmp_path / "o.pgm"
-    run = lambda *args: subprocess.run(node + ["--out", str(out)] + list(args), capture_output=True, text=True,
-                                       timeout=120)
+    run = lambda *args: subprocess.run(
+        node + ["--out", str(out)] + list(args), capture_output=True, text=True, timeout=120
+    )
     proc = run("--model", sampler, "--uniforms", str(tmp_path / "u.npy"), "--labels", "0,1")
     assert proc.returncode == 2 and "uniforms must be float32 [N, 1, 5, 5]" in proc.stderr, proc.stderr
     proc = run("--model", sampler, "--uniforms", str(tmp_path / "u_ok.npy"), "--labels", "0,3")
     assert proc.returncode == 2 and "labels must lie in 0..2" in proc.stderr, proc.stderr
     np.save(tmp_path / "given.npy", np.zeros((2, 1, 4, 5), np.uint8))
-    proc = run("--model", sampler, "--uniforms", str(tmp_path / "u_ok.npy"), "--labels", "0,1", "--complete",
-               str(tmp_path / "given.npy"), "--keep-rows", "2")
+    proc = run(
+        "--model",
+        sampler,
+        "--uniforms",
+        str(tmp_path / "u_ok.npy"),
+        "--labels",
+        "0,1",
+        "--complete",
+        str(tmp_path / "given.npy"),
+        "--keep-rows",
+        "2",
+    )
     assert proc.returncode == 2 and "--complete must hold uint8 [2,1,5,5]" in proc.stderr, proc.stderr
     full = export_onnx(model, str(tmp_path / "full.onnx"))
     proc = run("--model", full, "--labels", "0")

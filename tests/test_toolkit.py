@@ -1,4 +1,5 @@
 """Importing pixelcnn points CUDA_HOME at the real toolkit and drops only torch's CPU-only notice."""
+
 import os
 import subprocess
 import sys
@@ -15,9 +16,11 @@ def run(code: str) -> subprocess.CompletedProcess:
 
 
 def test_no_cuda_runtime_notice_but_other_warnings_still_show():
-    r = run("import pixelcnn, logging, os, torch.utils.cpp_extension as ext\n"
-            "logging.getLogger('torch.utils.cpp_extension').warning('a real warning')\n"
-            "print(os.environ.get('CUDA_HOME'), ext.CUDA_HOME)")
+    r = run(
+        "import pixelcnn, logging, os, torch.utils.cpp_extension as ext\n"
+        "logging.getLogger('torch.utils.cpp_extension').warning('a real warning')\n"
+        "print(os.environ.get('CUDA_HOME'), ext.CUDA_HOME)"
+    )
     assert r.returncode == 0, r.stderr
     assert "No CUDA runtime is found" not in r.stderr
     assert "a real warning" in r.stderr

@@ -1,4 +1,5 @@
 """Training CLI end to end on the real MNIST images (../shared/data, `--dataset folder`)."""
+
 import csv
 import os
 
@@ -11,10 +12,33 @@ IMPROVEMENT = 4.0  # bits/dim below the 8.0 of the uniform initial model after 2
 
 
 def cli(save_dir, shared_data, *extra):
-    return ["--dataset", "folder", "--channels", "1", "--data-dir",
-            os.path.join(shared_data, "mnist-t10k-folder"), "--train-limit", "640", "--test-limit", "200",
-            "--hidden", "16", "--blocks", "2", "--batch-size", "32", "--epochs", "2",
-            "--n-per-class", "1", "--save-dir", str(save_dir), "--model-name", "m", *extra]
+    return [
+        "--dataset",
+        "folder",
+        "--channels",
+        "1",
+        "--data-dir",
+        os.path.join(shared_data, "mnist-t10k-folder"),
+        "--train-limit",
+        "640",
+        "--test-limit",
+        "200",
+        "--hidden",
+        "16",
+        "--blocks",
+        "2",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "2",
+        "--n-per-class",
+        "1",
+        "--save-dir",
+        str(save_dir),
+        "--model-name",
+        "m",
+        *extra,
+    ]
 
 
 def metrics(run):

@@ -2,6 +2,7 @@
 page, which runs the sampler model with onnxruntime-web (wasm). For the same uniforms the page draws the same
 images as pixelcnn.sampling.sample (sampling and completion), its canvases show exactly those images, and bad
 inputs get clear errors from the page's front-end."""
+
 import base64
 import json
 import os
@@ -33,8 +34,10 @@ def browser_command() -> tuple[str, str]:
     """(node, chromium) executables; skips or fails as ``missing`` says."""
     chromium = os.environ.get("CHROMIUM") or next(filter(None, map(shutil.which, CHROMIUMS)), None)
     if chromium is None:
-        missing("no Chromium found: apt-get install chromium (make install does it as root), or set "
-                "CHROMIUM=/path/to/chrome")
+        missing(
+            "no Chromium found: apt-get install chromium (make install does it as root), or set "
+            "CHROMIUM=/path/to/chrome"
+        )
     node = shutil.which("node")
     if node is None:
         missing("Node.js is not installed (apt-get install nodejs npm, then make install)")
@@ -52,11 +55,19 @@ def run_page(tmp_path, model_path, calls, ui=False, screenshot=None) -> dict:
     node, chromium = browser_command()
     out = tmp_path / "page"
     out.mkdir()
-    job = {"model": model_path, "chromium": chromium, "out": str(out), "calls": calls, "ui": ui,
-           "screenshot": screenshot, "timeout_ms": 240000}
+    job = {
+        "model": model_path,
+        "chromium": chromium,
+        "out": str(out),
+        "calls": calls,
+        "ui": ui,
+        "screenshot": screenshot,
+        "timeout_ms": 240000,
+    }
     (tmp_path / "job.json").write_text(json.dumps(job))
-    proc = subprocess.run([node, os.path.join(WEB, "drive.mjs"), str(tmp_path / "job.json")], capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [node, os.path.join(WEB, "drive.mjs"), str(tmp_path / "job.json")], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     result = json.loads((out / "result.json").read_text())
     assert not [line for line in result["console"] if line.startswith(("pageerror", "error"))], result["console"]
@@ -81,7 +92,7 @@ def grid(cells: np.ndarray, layout: dict) -> np.ndarray:
     rgb = np.repeat(cells, 3, axis=1) if c == 1 else cells
     for k in range(m):
         y, x = gap + (k // cols) * (h * s + gap), gap + (k % cols) * (w * s + gap)
-        picture[y:y + h * s, x:x + w * s] = rgb[k].transpose(1, 2, 0).repeat(s, 0).repeat(s, 1)
+        picture[y : y + h * s, x : x + w * s] = rgb[k].transpose(1, 2, 0).repeat(s, 0).repeat(s, 1)
     return picture
 
 
@@ -89,19 +100,22 @@ def canvas(result: dict, name: str) -> np.ndarray:
     return np.asarray(Image.open(result["out"] / f"{name}.png").convert("RGB"))
 
 
-@pytest.fixture(scope="module", params=[(1, 3, (8, 8), "float32"), (3, 0, (5, 6), "float64")],
-                ids=["grey-conditional-float32", "rgb-uncond-float64"])
+@pytest.fixture(
+    scope="module",
+    params=[(1, 3, (8, 8), "float32"), (3, 0, (5, 6), "float64")],
+    ids=["grey-conditional-float32", "rgb-uncond-float64"],
+)
 def sampler(request, tmp_path_factory):
     """(model in the export's precision, sampler ONNX path): a tiny random model and its one-call sampler export
     (float64: what the web demo serves; float32: the default export, which onnxruntime-web runs too)."""
     browser_command()  # skip (or fail under CI) before the export when there is no browser
     channels, num_classes, size, precision = request.param
     folder = tmp_path_factory.mktemp("web")
-    checkpoint, model = write_checkpoint(folder, channels=channels, size=size, num_classes=num_classes, hidden=8,
-                                         blocks=2, kernel_size=5)
+    checkpoint, model = write_checkpoint(
+        folder, channels=channels, size=size, num_classes=num_classes, hidden=8, blocks=2, kernel_size=5
+    )
     path = str(folder / "sampler.onnx")
-    assert export_main(["onnx", "--checkpoint", checkpoint, "--sampler", "--precision", precision, "--out",
-                        path]) == 0
+    assert export_main(["onnx", "--checkpoint", checkpoint, "--sampler", "--precision", precision, "--out", path]) == 0
     return model.to(getattr(torch, precision)).eval(), path
 
 
@@ -125,8 +139,17 @@ def test_page_draws_the_same_images_as_python(tmp_path, sampler):
     calls = [
         {"name": "sample", "fn": "sample", "args": {**feed(labels), "temperature": 1.0, "uniforms_b64": b64(u1)}},
         {"name": "cold", "fn": "sample", "args": {**feed(labels), "temperature": 0.7, "uniforms_b64": b64(u2)}},
-        {"name": "complete", "fn": "complete", "args": {**feed(labels), "temperature": 1.0, "uniforms_b64": b64(u1),
-                                                       "known_b64": b64(known), "knownMask_b64": b64(mask)}},
+        {
+            "name": "complete",
+            "fn": "complete",
+            "args": {
+                **feed(labels),
+                "temperature": 1.0,
+                "uniforms_b64": b64(u1),
+                "known_b64": b64(known),
+                "knownMask_b64": b64(mask),
+            },
+        },
     ]
     result = run_page(tmp_path, path, calls, ui=True, screenshot=str(tmp_path / "shot.png"))
     assert result["info"]["channels"] == c and [result["info"]["height"], result["info"]["width"]] == [h, w]
@@ -147,16 +170,19 @@ def test_page_draws_the_same_images_as_python(tmp_path, sampler):
     # what the page shows: the sampled grid, and the given part (dropped sub-pixels grey) beside the completions
     np.testing.assert_array_equal(canvas(result, "sample"), grid(want.numpy(), got["sample"]["layout"]))
     shown = np.where(mask[:1].numpy(), known[:1].numpy(), result["info"]["dropped"]).astype(np.uint8)
-    np.testing.assert_array_equal(canvas(result, "complete"),
-                                  grid(np.concatenate([shown, want_completed.numpy()]), got["complete"]["layout"]))
+    np.testing.assert_array_equal(
+        canvas(result, "complete"), grid(np.concatenate([shown, want_completed.numpy()]), got["complete"]["layout"])
+    )
 
     # the buttons (sample, take the first sample, complete) ran without error, and the screenshot shows the page
     assert result["status"].startswith("Completed"), result["status"]
     with Image.open(tmp_path / "shot.png") as shot:
         assert shot.format == "PNG" and shot.width >= 800 and shot.height >= 600
     rate = n / (got["sample"]["ms"] / 1000)
-    print(f"web page (onnxruntime-web wasm, {result['info']['threads']} threads): {rate:.1f} images/s at batch "
-          f"{n}, {c}x{h}x{w}, hidden 8, 2 blocks (tiny test model)")
+    print(
+        f"web page (onnxruntime-web wasm, {result['info']['threads']} threads): {rate:.1f} images/s at batch "
+        f"{n}, {c}x{h}x{w}, hidden 8, 2 blocks (tiny test model)"
+    )
 
 
 def test_page_rejects_bad_input_with_clear_errors(tmp_path, sampler):
@@ -167,24 +193,38 @@ def test_page_rejects_bad_input_with_clear_errors(tmp_path, sampler):
     base = {"labels": [0, 1]} if k else {"n": 2}
     full_mask = np.ones(size, np.uint8)
     calls = {
-        "short_uniforms": ({**base, "uniforms_b64": b64(u.reshape(-1)[:-1])},
-                           f"uniforms must have shape [2, {c}, {h}, {w}] = {size} values (C-order), got {size - 1}"),
+        "short_uniforms": (
+            {**base, "uniforms_b64": b64(u.reshape(-1)[:-1])},
+            f"uniforms must have shape [2, {c}, {h}, {w}] = {size} values (C-order), got {size - 1}",
+        ),
         "uniform_one": ({**base, "uniforms_b64": b64(np.ones(size, np.float32))}, "uniforms must lie in [0, 1)"),
         "temperature": ({**base, "temperature": 0, "uniforms_b64": b64(u)}, "temperature must be a number > 0"),
-        "mask_shape": ({**base, "uniforms_b64": b64(u), "known_b64": b64(np.zeros(size, np.uint8)),
-                        "knownMask_b64": b64(full_mask[:-c])},
-                       f"knownMask must have shape [2, {c}, {h}, {w}] = {size} values"),
-        "known_alone": ({**base, "uniforms_b64": b64(u), "known_b64": b64(np.zeros(size, np.uint8))},
-                        "completion needs both known"),
+        "mask_shape": (
+            {
+                **base,
+                "uniforms_b64": b64(u),
+                "known_b64": b64(np.zeros(size, np.uint8)),
+                "knownMask_b64": b64(full_mask[:-c]),
+            },
+            f"knownMask must have shape [2, {c}, {h}, {w}] = {size} values",
+        ),
+        "known_alone": (
+            {**base, "uniforms_b64": b64(u), "known_b64": b64(np.zeros(size, np.uint8))},
+            "completion needs both known",
+        ),
     }
     if k:
-        calls["label_range"] = ({"labels": [0, k], "uniforms_b64": b64(u)},
-                                f"label {k} (image 1) is out of range: this model has {k} classes, labels 0..{k - 1}")
+        calls["label_range"] = (
+            {"labels": [0, k], "uniforms_b64": b64(u)},
+            f"label {k} (image 1) is out of range: this model has {k} classes, labels 0..{k - 1}",
+        )
         calls["label_missing"] = ({"n": 2, "uniforms_b64": b64(u)}, "labels are required")
     else:
         calls["labels_given"] = ({"labels": [0, 0], "uniforms_b64": b64(u)}, "this model is unconditional")
-    jobs = [{"name": name, "fn": "complete" if "knownMask_b64" in args else "sample", "args": args}
-            for name, (args, _) in calls.items()]
+    jobs = [
+        {"name": name, "fn": "complete" if "knownMask_b64" in args else "sample", "args": args}
+        for name, (args, _) in calls.items()
+    ]
     result = run_page(tmp_path, path, jobs)
     for name, (_, message) in calls.items():
         got = result["calls"][name]

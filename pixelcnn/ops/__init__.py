@@ -1,4 +1,5 @@
 """Masked-convolution op: one entry point, a pure-PyTorch reference and a fused Triton kernel."""
+
 from pixelcnn.ops.masked_conv import CONV_IMPLS, masked_conv2d
 from pixelcnn.ops.reference import masked_conv2d_reference
 

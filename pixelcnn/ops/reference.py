@@ -10,6 +10,7 @@ slice taken in every call, so exported graphs carry it.
 This module sits below everything else in ``pixelcnn.ops``: the Triton kernel (``triton_masked_conv``) checks
 itself against the reference, and the registered op (``masked_conv``) falls back to it; it imports neither.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -18,9 +19,15 @@ import torch
 import torch.nn.functional as F
 
 
-def masked_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                            bias: Optional[torch.Tensor] = None, cond: Optional[torch.Tensor] = None,
-                            residual: Optional[torch.Tensor] = None, relu: bool = False) -> torch.Tensor:
+def masked_conv2d_reference(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    cond: Optional[torch.Tensor] = None,
+    residual: Optional[torch.Tensor] = None,
+    relu: bool = False,
+) -> torch.Tensor:
     """Pure-PyTorch masked convolution with the same epilogue as the fused kernel."""
     y = F.conv2d(x, weight * mask, bias, padding=weight.shape[-1] // 2)
     if cond is not None:
@@ -30,9 +37,15 @@ def masked_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, mask: torch.T
     return torch.relu(y) if relu else y
 
 
-def masked_conv2d_cropped(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                          bias: Optional[torch.Tensor] = None, cond: Optional[torch.Tensor] = None,
-                          residual: Optional[torch.Tensor] = None, relu: bool = False) -> torch.Tensor:
+def masked_conv2d_cropped(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    cond: Optional[torch.Tensor] = None,
+    residual: Optional[torch.Tensor] = None,
+    relu: bool = False,
+) -> torch.Tensor:
     """``masked_conv2d_reference`` computed with the live rows of the kernel only (see the module docstring)."""
     k = weight.shape[-1]
     p = k // 2
