@@ -27,6 +27,15 @@ TARGETS = [
     ("compiled train step vs reference train step", "train_step 28x28x1", "compile", "reference", 1.5),
     ("cached_ext vs naive, batch 16", "sampling batch 16", "cached_ext", "naive", 600.0),
     ("cached_ext vs naive, batch 1", "sampling batch 1", "cached_ext", "naive", 300.0),
+    # issue 16: the one-call ONNX sampler model against the step-model driver and the C++ sampler
+    *(
+        (f"ONNX sampler vs ONNX step driver, batch {b}", f"sampling batch {b}", "onnx_sampler", "onnx_step", 3.0)
+        for b in (1, 16)
+    ),
+    *(
+        (f"ONNX sampler within 2x of cached_ext, batch {b}", f"sampling batch {b}", "onnx_sampler", "cached_ext", 0.5)
+        for b in (1, 16)
+    ),
 ]
 
 
