@@ -129,7 +129,8 @@ def main(argv=None) -> int:
     if "known_kept" in r:
         figures = (
             f"ONNX Runtime sampler model vs sample(method='cached') on {r['batch']} images, sampling and "
-            f"completion: {r['mismatched_subpixels']} of {r['subpixels']} sub-pixels differ, known "
+            f"completion: {r['mismatched_subpixels']} of {r['subpixels']} sub-pixels differ "
+            f"({r['draws_off_boundary']} draws away from a CDF boundary), known "
             f"sub-pixels {'kept' if r['known_kept'] else 'NOT kept'}"
         )
     elif "mismatched_subpixels" in r:

@@ -78,13 +78,48 @@ def compare_step(sampler, model, n: int = 2, seed: int = 0, temperature: float =
     }
 
 
+BOUNDARY_TOL = 1e-5  # |target - cdf| / cdf[255] below which two precisions may draw either neighbouring value
+
+
+def boundary_distance(logits, u, temperature, a, b):
+    """|target - cdf[min(a, b)]| / cdf[255] for rows of ``logits`` [M, 256]: how close the draw with uniform ``u`` was
+    to the boundary between values ``a`` and ``b``."""
+    s = logits.double() / temperature
+    cdf = torch.exp(s - s.max(dim=-1, keepdim=True).values).cumsum(-1)
+    v = torch.minimum(a, b).long()
+    target = u.double() * cdf[:, -1]
+    return (target - cdf.gather(1, v[:, None])[:, 0]).abs() / cdf[:, -1]
+
+
+def draws_off_boundary(model, images, labels, uniforms, temperature, known_mask=None) -> int:
+    """How many drawn sub-pixels of ``images`` are neither the draw rule's value under ``model``'s logits, given
+    ``images`` themselves as the context (teacher forcing), nor within ``BOUNDARY_TOL`` of a CDF boundary. 0 means
+    every draw is one the contract allows, even where one early boundary draw made the rest of an image differ from
+    another back-end's."""
+    from pixelcnn.draw import draw_values
+
+    with torch.no_grad():
+        logits = model(images, labels)  # [N, 256, C, H, W]
+    flat = logits.permute(0, 2, 3, 4, 1).reshape(-1, logits.shape[1])
+    u, got = uniforms.reshape(-1), images.reshape(-1)
+    python_draw = draw_values(flat, u, temperature).to(torch.uint8)
+    differ = python_draw != got
+    if known_mask is not None:
+        differ &= ~known_mask.reshape(-1)
+    if not differ.any():
+        return 0
+    d = boundary_distance(flat[differ], u[differ], temperature, python_draw[differ], got[differ])
+    return int((d >= BOUNDARY_TOL).sum())
+
+
 def compare_sampler(
     sampler, model, precision: str = "float32", n: int = 3, seed: int = 0, temperature: float = 0.75
 ) -> dict:
     """An ONNX Runtime sampler model (``export.ort_sampler.OrtSampler``) vs ``sample(method="cached")`` on the
     same uniforms, for plain sampling and for completion of the top half of Python's images. ``ok``: identical
-    images in float64; in float32 at most 0.1 % of the sub-pixels differ (draws at a CDF boundary), and every known
-    sub-pixel is kept."""
+    images in float64; in float32 every drawn sub-pixel is the draw rule's value given the image itself, or sits at a
+    CDF boundary (``draws_off_boundary``; one boundary draw changes the rest of that image, so whole-image agreement
+    is not the float32 criterion), and every known sub-pixel is kept."""
     from pixelcnn.sampling import draw_uniforms, sample
 
     c, (h, w) = model.channels, model.image_size
@@ -106,10 +141,15 @@ def compare_sampler(
     got_c = torch.from_numpy(sampler.sample(u2.numpy(), np_labels, temperature, want.numpy(), known_mask.numpy()))
     mismatched = int((got != want).sum()) + int((got_c != want_c).sum())
     kept = bool(torch.equal(got_c[known_mask], want[known_mask]))
-    share = mismatched / (2 * want.numel())
-    ok = kept and (mismatched == 0 if precision == "float64" else share <= 1e-3)
+    off = 0
+    if precision == "float32" and mismatched:
+        off = draws_off_boundary(reference, got, labels, uniforms, temperature) + draws_off_boundary(
+            reference, got_c, labels, u2, temperature, known_mask
+        )
+    ok = kept and (mismatched == 0 if precision == "float64" else off == 0)
     return {
         "mismatched_subpixels": mismatched,
+        "draws_off_boundary": off,
         "subpixels": 2 * want.numel(),
         "known_kept": kept,
         "batch": n,

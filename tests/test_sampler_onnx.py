@@ -12,6 +12,7 @@ from export.__main__ import main as export_main
 from export.onnx import ExportError, export_sampler_onnx, export_step_onnx
 from export.ort_sampler import OrtSampler
 from export.ort_sampler import main as ort_sampler_main
+from export.parity import BOUNDARY_TOL, boundary_distance
 from pixelcnn.draw import draw_values
 from pixelcnn.sampling import draw_uniforms, sample
 from tests.helpers import random_model, write_checkpoint
@@ -91,16 +92,6 @@ def test_the_sampler_is_a_loop_not_an_unrolled_graph(colour):
     assert [o.name for o in proto.graph.output] == ["image"]
 
 
-def boundary_distance(logits, u, temperature, a, b):
-    """|target - cdf[min(a, b)]| / cdf[255]: how close the draw was to the boundary between values a and b."""
-    s = logits.double() / temperature
-    e = torch.exp(s - s.max(dim=-1, keepdim=True).values)
-    cdf = e.cumsum(-1)
-    v = torch.minimum(a, b).long()
-    target = u.double() * cdf[:, -1]
-    return (target - cdf.gather(1, v[:, None])[:, 0]).abs() / cdf[:, -1]
-
-
 def test_float32_sampler_model_agrees_except_at_cdf_boundaries(tmp_path):
     model = random_model(
         channels=1, num_classes=10, hidden=12, blocks=2, kernel_size=5, size=(8, 8), dtype=torch.float32
@@ -120,7 +111,7 @@ def test_float32_sampler_model_agrees_except_at_cdf_boundaries(tmp_path):
     differ = python_draw != got.reshape(-1)
     if differ.any():
         d = boundary_distance(flat[differ], u.reshape(-1)[differ], T, python_draw[differ], got.reshape(-1)[differ])
-        assert float(d.max()) < 1e-5, d
+        assert float(d.max()) < BOUNDARY_TOL, d
 
 
 def test_front_end_rejects_bad_inputs_clearly(colour, tmp_path, capsys):
