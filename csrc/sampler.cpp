@@ -54,7 +54,8 @@ int64_t check_sampler_args(const at::Tensor& u, const std::vector<at::Tensor>& w
                 "cached_sample: all weights must share dtype and the uniforms' device");
     TORCH_CHECK(biases[l].dim() == 1 && biases[l].size(0) == weights[l].size(0) &&
                     biases[l].scalar_type() == weights[0].scalar_type() && biases[l].device() == u.device(),
-                "cached_sample: bias ", l, " must be [", weights[l].size(0), "] of the weights' dtype and device");
+                "cached_sample: bias ", l, " must be [", weights[l].size(0), "] of the weights' dtype and device, got ",
+                biases[l].scalar_type(), " ", biases[l].sizes(), " on ", biases[l].device());
     TORCH_CHECK(weights[l].size(2) == 1 || l == 0 || (l % 3 == 2 && l < weights.size() - 2), "cached_sample: weight ",
                 l,
                 " must be 1x1 (only the first conv and each block's middle are spatial), "

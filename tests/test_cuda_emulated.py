@@ -161,9 +161,11 @@ def test_bad_inputs_get_clear_errors():
     weights, biases, conds = extension_arguments(model, labels)
     u = torch.rand(2, 1, 3, 3)
     op = torch.ops.pixelcnn.cached_sample_emulated
-    with pytest.raises(RuntimeError, match="class vector 1 must be Double like the weights"):
+    with pytest.raises(
+        RuntimeError, match=r"class vector 1 must be \[2, 8\] of the weights' dtype and device, got Float"
+    ):
         op(u, weights, biases, [conds[0], conds[1].float()], 1, 1.0)
-    with pytest.raises(RuntimeError, match=r"bias 2 must be Double \[8\], got Float"):
+    with pytest.raises(RuntimeError, match=r"bias 2 must be \[8\] of the weights' dtype and device, got Float \[8\]"):
         op(u, weights, [b if i != 2 else b.float() for i, b in enumerate(biases)], conds, 1, 1.0)
     with pytest.raises(RuntimeError, match="weights must be float32 or float64"):
         op(u, [w.half() for w in weights], [b.half() for b in biases], [c.half() for c in conds], 1, 1.0)
