@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from benchmarks.conftest import record
 from pixelcnn.masks import conv_mask
 from pixelcnn.ops.masked_conv import masked_conv2d
+from pixelcnn.ops.reference import masked_conv2d_cropped, masked_conv2d_reference
 from pixelcnn.ops.triton_masked_conv import live_tap_count
 
 CUDA = torch.cuda.is_available()
@@ -48,14 +48,6 @@ SEED_CASES = [
 IMPLS = ["reference", "cropped", "triton"]
 
 
-def cropped_conv(x, weight, mask, bias, cond, relu):
-    """The same masked conv on the live rows only: (k//2+1) x k kernel, padding top/left/right by k//2."""
-    p = weight.shape[-1] // 2
-    y = F.conv2d(F.pad(x, (p, p, p, 0)), (weight * mask)[:, :, : p + 1], bias)
-    y = y + cond[:, :, None, None]
-    return torch.relu(y) if relu else y
-
-
 def make_case(case: ConvCase, dtype: torch.dtype, device: str, scale_down: bool = False):
     """Inputs of one layer (channels-last activations, the layout every path is fastest in)."""
     n, size, cin, cout = (case.n, case.size, case.cin, case.cout)
@@ -78,9 +70,11 @@ def step_fn(impl: str, case: ConvCase, inputs, backward: bool):
     bias = bias.detach().requires_grad_(backward)
 
     def forward():
+        if impl == "reference":  # the full k x k kernel W*M: what cuDNN / oneDNN are given without the crop
+            return masked_conv2d_reference(x, w, mask, bias, cond, None, case.relu)
         if impl == "cropped":
-            return cropped_conv(x, w, mask, bias, cond, case.relu)
-        return masked_conv2d(x, w, mask, bias, cond, None, case.relu, "reference" if impl == "reference" else impl)
+            return masked_conv2d_cropped(x, w, mask, bias, cond, None, case.relu)
+        return masked_conv2d(x, w, mask, bias, cond, None, case.relu, impl)
 
     if not backward:
         return lambda: forward()

@@ -19,6 +19,17 @@ import torch
 import torch.nn.functional as F
 
 
+def _epilogue(
+    y: torch.Tensor, cond: Optional[torch.Tensor], residual: Optional[torch.Tensor], relu: bool
+) -> torch.Tensor:
+    """The fused kernel's epilogue as separate ops: + class vector, + residual, ReLU."""
+    if cond is not None:
+        y = y + cond[:, :, None, None]
+    if residual is not None:
+        y = y + residual
+    return torch.relu(y) if relu else y
+
+
 def masked_conv2d_reference(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -30,11 +41,7 @@ def masked_conv2d_reference(
 ) -> torch.Tensor:
     """Pure-PyTorch masked convolution with the same epilogue as the fused kernel."""
     y = F.conv2d(x, weight * mask, bias, padding=weight.shape[-1] // 2)
-    if cond is not None:
-        y = y + cond[:, :, None, None]
-    if residual is not None:
-        y = y + residual
-    return torch.relu(y) if relu else y
+    return _epilogue(y, cond, residual, relu)
 
 
 def masked_conv2d_cropped(
@@ -62,8 +69,4 @@ def masked_conv2d_cropped(
             # eager: pad top and sides only; F.pad keeps channels-last in both directions, while the slice above
             # gets an NCHW gradient in its backward for a channels-last activation
             y = F.conv2d(F.pad(x, (p, p, p, 0)), wm, bias)
-    if cond is not None:
-        y = y + cond[:, :, None, None]
-    if residual is not None:
-        y = y + residual
-    return torch.relu(y) if relu else y
+    return _epilogue(y, cond, residual, relu)
