@@ -41,3 +41,23 @@ def test_bits_per_dim_equals_independent_computation(mnist_test_images):
     got = float(bits_per_dim(logits, images))
     want = independent_bpd(logits, images)
     assert abs(got - want) < TOL and abs(got - 8.0) > 0.01, (got, want)
+
+
+def test_nll_of_channels_last_logits_and_its_gradient_match_independent_computation():
+    # the model's CPU logits are channels-last views; nll_nats reads them as rows of 256 levels (1 and 3 channels),
+    # in float32 like the training loss
+    from pixelcnn.likelihood import nll_nats
+
+    g = torch.Generator().manual_seed(0)
+    for c in (1, 3):
+        image = torch.randint(0, 256, (2, c, 5, 4), generator=g, dtype=torch.uint8)
+        flat = torch.randn(2, 256 * c, 5, 4, generator=g, dtype=torch.float64)
+        grads = []
+        for layout in (torch.contiguous_format, torch.channels_last):
+            leaf = flat.clone().contiguous(memory_format=layout).requires_grad_()
+            logits = leaf.view(2, 256, c, 5, 4)
+            loss = nll_nats(logits, image)
+            loss.backward()
+            assert abs(float(loss) / math.log(2.0) - independent_bpd(logits, image)) < TOL
+            grads.append(leaf.grad)
+        assert float((grads[0] - grads[1]).abs().max()) < 1e-7 * float(grads[0].abs().max())
