@@ -33,3 +33,25 @@ def test_cpp_draw_equals_python_mirror_bit_for_bit(dtype, scale, temperature):
     u = torch.rand(5000, generator=g)
     u[:3] = torch.tensor([0.0, 0.5, 1.0 - 2**-24])
     assert torch.equal(torch.ops.pixelcnn.draw(logits, u, temperature), draw_values(logits, u, temperature))
+
+
+def test_cpp_draw_equals_python_mirror_at_the_edges():
+    # exp_rn's cut-off at -708 and its rounding of k (s - max near (k - 1/2) ln 2), infinite logits and rows that are
+    # all -inf: the C++ op computes these without branches (csrc/draw.h) and must still match the mirror
+    if load_extension() is None:
+        pytest.skip("pixelcnn._C is not built")
+    g = torch.Generator().manual_seed(3)
+    logits = -torch.rand(64, 256, generator=g, dtype=torch.float64) * 720
+    logits[:, 0] = 0.0
+    logits[:8, 1:9] = torch.tensor([-708.0, -707.9999999999999, -708.0000000000001, -709.0, -1e300, -0.0, -1e-300, 0.0])
+    k = torch.arange(1, 249, dtype=torch.float64)
+    logits[8:16, 8:] = -(k - 0.5) * 0.6931471805599453 + torch.randint(-3, 4, (8, 248), generator=g) * 2**-40
+    logits[16:20, 5] = float("inf")
+    logits[20:24, 7] = float("-inf")
+    logits[24] = float("-inf")
+    u = torch.rand(64, generator=g)
+    for temperature in (1.0, 0.37):
+        assert torch.equal(torch.ops.pixelcnn.draw(logits, u, temperature), draw_values(logits, u, temperature))
+        assert torch.equal(
+            torch.ops.pixelcnn.draw(logits.float(), u, temperature), draw_values(logits.float(), u, temperature)
+        )
