@@ -55,7 +55,8 @@ def backward_path(out: torch.Tensor) -> set:
     return set(seen.values())
 
 
-# cin >= 16 takes the GEMM backward (pixelcnn.ops.reference._CroppedConvCPU), fewer channels oneDNN's
+# the default path (masked_conv2d, impl "reference"): from 16 input channels its CPU backward is the grad ops' GEMMs
+# (pixelcnn.ops.reference.cropped_conv2d_grad_*), with fewer channels autograd of F.conv2d (oneDNN)
 @pytest.mark.parametrize(
     "k,mask_type,colors,cin", [(5, "B", 3, 5), (5, "B", 3, 24), (3, "B", 1, 16), (7, "A", 3, 18), (3, "B", 3, 33)]
 )
@@ -66,12 +67,12 @@ def test_cropped_conv_gradients_match_full_reference(k, mask_type, colors, cin, 
     x, w, mask, bias, cond, res = inputs(cin, 6, k, mask_type, colors, torch.float64, layout)
     for need_x in (True, False):  # False: the image layer, whose input needs no gradient
         grads = []
-        for fn in (masked_conv2d_reference, masked_conv2d_cropped):
+        for fn in (masked_conv2d_reference, masked_conv.masked_conv2d):
             leaves = [t.clone().requires_grad_(need_x or i > 0) for i, t in enumerate((x, w, bias, cond, res))]
             out = fn(leaves[0], leaves[1], mask, leaves[2], leaves[3], leaves[4], True)
             out.square().sum().backward()
             grads.append([t.grad for t in leaves])
-        assert ("_CroppedConvCPUBackward" in backward_path(out)) == (cin >= reference._GEMM_MIN_CHANNELS)
+        assert ("_CroppedConvCPUBackward" in backward_path(out)) == (cin >= masked_conv._GEMM_MIN_CHANNELS)
         for want, got in zip(*grads, strict=True):
             assert (got is None) == (want is None)
             assert got is None or float((got - want).abs().max()) <= 1e-10
@@ -82,7 +83,7 @@ def test_cropped_conv_gradients_match_full_reference(k, mask_type, colors, cin, 
 def test_cropped_conv_gemm_backward_float32_and_no_bias():
     x, w, mask, _, _, _ = inputs(20, 7, 3, "B", 1, torch.float32, torch.channels_last)
     grads = []
-    for fn in (masked_conv2d_reference, masked_conv2d_cropped):
+    for fn in (masked_conv2d_reference, masked_conv.masked_conv2d):
         leaves = [t.clone().requires_grad_() for t in (x, w)]
         fn(leaves[0], leaves[1], mask, None).square().sum().backward()
         grads.append([t.grad for t in leaves])
@@ -92,12 +93,12 @@ def test_cropped_conv_gemm_backward_float32_and_no_bias():
 
 @pytest.mark.parametrize("cin", [3, 8, 16])
 def test_cropped_conv_traced_form_matches_full_reference(cin):
-    # under torch.compile / torch.export the cropped conv takes its other form (symmetric padding, then a slice),
-    # or from 16 channels the GEMM backward, traced into the graph
+    # under torch.compile / torch.export the cropped conv takes its other form (symmetric padding, then a slice);
+    # from 16 channels the default path's backward is the grad ops, opaque to the compiler
     torch._dynamo.reset()
     x, w, mask, bias, cond, res = inputs(cin, 6, 5, "B", 3, torch.float64, torch.channels_last)
     grads = []
-    for fn in (masked_conv2d_reference, torch.compile(masked_conv2d_cropped, backend="aot_eager", fullgraph=True)):
+    for fn in (masked_conv2d_reference, torch.compile(masked_conv.masked_conv2d, backend="aot_eager", fullgraph=True)):
         leaves = [t.clone().requires_grad_() for t in (x, w, bias, cond, res)]
         out = fn(leaves[0], leaves[1], mask, leaves[2], leaves[3], leaves[4], True)
         out.square().sum().backward()
@@ -127,3 +128,12 @@ def test_model_on_cropped_path_matches_model_on_full_reference(channels, monkeyp
         monkeypatch.setattr(masked_conv, "masked_conv2d_cropped", masked_conv2d_reference)
         want = model(image, labels)
     assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cropped_gradient_ops_pass_opcheck(layout):
+    # schema, fake kernels (shapes and strides) and torch.compile tracing of the CPU backward's two ops
+    x, w, mask, _, _, _ = inputs(17, 6, 3, "B", 1, torch.float32, layout)
+    grad = torch.randn(2, 6, 7, 6).contiguous(memory_format=layout)
+    torch.library.opcheck(torch.ops.pixelcnn.cropped_conv2d_grad_input, (grad, w, mask))
+    torch.library.opcheck(torch.ops.pixelcnn.cropped_conv2d_grad_weight, (grad, x, w, mask))
