@@ -2,7 +2,7 @@
 (benchmarks/reference.py: the paper's PixelCNN written with nn.Conv2d + mask buffers, loading the same weights).
 
 Paths: ``reference`` (textbook, eager), ``eager`` (the project's default: cropped kernels, channels-last on CPU),
-``compile`` (``pixelcnn.inference.compile_for_inference``: frozen weights, max-autotune on CPU), ``compile-default``
+``compile`` (``pixelcnn.inference.compile_for_inference``: frozen weights, oneDNN convs fused), ``compile-default``
 (plain ``torch.compile(model)``, to show what freezing adds), TorchScript, torch.export (.pt2), ONNX Runtime (CPU),
 and Triton on a GPU. Each path's logits are checked against the reference before timing.
 """

@@ -1,8 +1,8 @@
 """Group "masked_conv": one masked conv layer per seed shape, forward and forward+backward, TFLOP/s counted over the
-live taps only, for the reference (cuDNN / oneDNN on the full W*M), the cropped reference (the same conv on the
-(k//2+1) x k crop with top-only padding) and, on a GPU, the Triton kernel, in fp32 (TF32 as PyTorch allows it) and,
-on a GPU, bf16. Every path is checked against the reference before timing. ``make gpu-check`` times the same cases
-with ``triton.testing.do_bench`` (``benchmarks.gpu_check``)."""
+live taps only, for the reference (cuDNN / oneDNN on the full W*M), the cropped default path (the same conv on the
+(k//2+1) x k crop with top-only padding; on CPU its backward as GEMMs) and, on a GPU, the Triton kernel, in fp32
+(TF32 as PyTorch allows it) and, on a GPU, bf16. Every path is checked against the reference before timing.
+``make gpu-check`` times the same cases with ``triton.testing.do_bench`` (``benchmarks.gpu_check``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from benchmarks.conftest import record
 from pixelcnn.masks import conv_mask
 from pixelcnn.ops.masked_conv import masked_conv2d
-from pixelcnn.ops.reference import masked_conv2d_cropped, masked_conv2d_reference
+from pixelcnn.ops.reference import masked_conv2d_reference
 from pixelcnn.ops.triton_masked_conv import live_tap_count
 
 CUDA = torch.cuda.is_available()
@@ -72,8 +72,8 @@ def step_fn(impl: str, case: ConvCase, inputs, backward: bool):
     def forward():
         if impl == "reference":  # the full k x k kernel W*M: what cuDNN / oneDNN are given without the crop
             return masked_conv2d_reference(x, w, mask, bias, cond, None, case.relu)
-        if impl == "cropped":
-            return masked_conv2d_cropped(x, w, mask, bias, cond, None, case.relu)
+        if impl == "cropped":  # the default path: the crop, and on CPU its GEMM backward
+            return masked_conv2d(x, w, mask, bias, cond, None, case.relu, "reference")
         return masked_conv2d(x, w, mask, bias, cond, None, case.relu, impl)
 
     if not backward:

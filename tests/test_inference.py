@@ -29,6 +29,26 @@ def test_compiled_inference_matches_eager_and_samples_the_same_images():
     assert (fast_img == eager_img).float().mean() >= 0.97  # float32: only draws at a CDF boundary may differ
 
 
+@pytest.mark.slow
+def test_compiled_inference_really_freezes_the_weights():
+    # frozen weights are constants of the compiled code (on CPU: pre-packed for oneDNN convolutions fused with their
+    # epilogue), not inputs, which is what a compile with freezing=True in its options alone gave
+    from torch._inductor.utils import run_and_get_code
+
+    torch._dynamo.reset()
+    model = random_model(
+        channels=1, num_classes=2, hidden=8, blocks=1, kernel_size=3, size=(4, 4), dtype=torch.float32, std=0.2
+    )
+    fast = compile_for_inference(model)
+    image = torch.randint(0, 256, (2, 1, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    with torch.no_grad():
+        got, code = run_and_get_code(fast, image, torch.tensor([0, 1]))
+    code = "\n".join(code)
+    assert "_frozen_param" in code
+    if torch.backends.mkldnn.is_available():
+        assert "mkldnn._convolution_pointwise" in code
+
+
 def test_compile_for_inference_refuses_other_modules():
     with pytest.raises(TypeError, match="takes a PixelCNN"):
         compile_for_inference(torch.nn.Linear(2, 2))
