@@ -91,4 +91,6 @@ def test_forward(benchmark, request, timing, shape, path):
         got = run()  # also compiles / warms up the path
         err = float((got.float().cpu() - want).abs().max())
         assert err <= TOL, f"{path} logits differ from the textbook reference by {err}"
-        record(benchmark, run, items=len(image), unit="images", reference=path == "reference", path=path)
+        paired = None if path == "reference" or not timing else runner("reference", model, image, labels, tmp)
+        is_ref = path == "reference"
+        record(benchmark, run, items=len(image), unit="images", reference=is_ref, path=path, paired_with=paired)

@@ -57,7 +57,18 @@ def test_train_step(benchmark, request, timing, shape, path):
         if device == "cuda":
             torch.cuda.synchronize()
 
-    record(benchmark, step, items=n, unit="images", reference=path == "reference", path=path)
+    paired = None
+    if path != "reference" and timing:
+        ref_opt = torch.optim.Adam(reference.parameters(), lr=1e-4)
+
+        def paired():
+            ref_opt.zero_grad(set_to_none=True)
+            textbook_loss(reference(image, labels), image).backward()
+            ref_opt.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+    record(benchmark, step, items=n, unit="images", reference=path == "reference", path=path, paired_with=paired)
 
 
 def first_grads_of(net, loss_of, params, image, labels):

@@ -3,6 +3,7 @@ runs each benchmark once as a correctness test; `--gpu-sizes` adds the seed's si
 the forward and train_step groups. The run's JSON names the CPU (model name, vector flags) and GPU."""
 
 import os
+import statistics
 import threading
 import time
 
@@ -104,12 +105,38 @@ def peak_memory_mb(fn) -> float:
     return max(0, max(peak[0], _rss_bytes()) - base) / 2**20
 
 
+def paired_ratio(fn, base, rounds: int) -> float:
+    """Median over ``rounds`` of time(base) / time(fn), the two run alternately: on a shared machine whose speed
+    drifts over minutes (measured here: the same train step 370 ms in one run, 540 ms in the next) the paths of a
+    group, timed one after the other, can meet different machines; a pair meets the same one."""
+    ratios = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        base()
+        mid = time.perf_counter()
+        fn()
+        ratios.append((mid - start) / (time.perf_counter() - mid))
+    return statistics.median(ratios)
+
+
 def record(
-    benchmark, fn, items: int, unit: str, reference: bool = False, rounds: int = 10, warmup: int = 2, path: str = ""
+    benchmark,
+    fn,
+    items: int,
+    unit: str,
+    reference: bool = False,
+    rounds: int = 10,
+    warmup: int = 2,
+    path: str = "",
+    paired_with=None,
 ):
-    """Time ``fn`` with pytest-benchmark and attach the path's name, throughput and peak memory for the report."""
+    """Time ``fn`` with pytest-benchmark and attach the path's name, throughput and peak memory for the report.
+    ``paired_with``: the group's reference callable, timed alternately with ``fn`` (``paired_ratio``) after the
+    main rounds; the report's targets use that ratio where it exists."""
     if not benchmark.disabled:
         benchmark.extra_info["peak_mem_mb"] = round(peak_memory_mb(fn), 1)
+        if paired_with is not None:
+            benchmark.extra_info["paired_speedup"] = round(paired_ratio(fn, paired_with, rounds), 4)
     if path:  # else the report takes the test's parameter id
         benchmark.extra_info["path"] = path
     benchmark.extra_info.update(

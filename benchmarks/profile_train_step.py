@@ -14,8 +14,15 @@ What it showed (2-core machine, under contention, so shares rather than times):
   ~2.9 s. Under torch.compile the F.pad form went the other way: inductor recomputed pad + ReLU in the backward as one
   fused kernel taking ~13 % of the step (a 2-block model's compiled step: ~460-530 ms with F.pad, ~280-400 ms with
   the slice), so traced graphs take the slice form. Adam is ~1 % of the step (fused Adam would save ~2 ms).
-- Left: the first layer (7x7 mask A on one channel) has a weight-gradient kernel that runs ~10-40x its forward in
-  oneDNN (Cin = 1; ~2-3 % of the step), and the 3x3 layers' backward still takes ~3x their forward.
+- Fixed (later): oneDNN's joint backward of the cropped 3x3 conv took ~3x its forward (~38 ms per layer against
+  ~10 ms at batch 32, a third of the step across 5 layers). The default path's CPU backward is now grad_input as a
+  forward conv with the flipped kernel plus grad_weight as one GEMM per live tap (~23 ms per layer), as two ops the
+  compiler calls as they are; and the loss reads the channels-last logits as [rows, 256] instead of copying them and
+  their gradient (~45 ms of the step). Eager step 1.04x -> 1.23-1.30x the reference, compiled 1.07x -> 1.35-1.42x
+  (interleaved runs, 2 cores).
+- Left: convolutions are still ~2/3 of the compiled step, at ~75-130 GFLOP/s (1x1 backward ~100 ms, 3x3 forward
+  ~50 ms, grad_input ~45 ms, grad_weight GEMMs ~50 ms per step); the first layer (7x7 mask A on one channel) keeps
+  oneDNN's weight gradient (~20 ms), which ran faster than the GEMM form on one channel.
 """
 
 from __future__ import annotations

@@ -6,12 +6,15 @@ import json
 from benchmarks.report import TARGETS, build_report, main, target_lines
 
 
-def bench(group, path, median, reference=False):
+def bench(group, path, median, reference=False, paired=None):
+    extra = {"path": path, "items": 16, "unit": "images", "reference": reference}
+    if paired is not None:
+        extra["paired_speedup"] = paired
     return {
         "group": group,
         "name": f"test_x[{path}]",
         "stats": {"median": median, "iqr": median / 10},
-        "extra_info": {"path": path, "items": 16, "unit": "images", "reference": reference},
+        "extra_info": extra,
     }
 
 
@@ -31,6 +34,8 @@ def results():
             bench("forward 28x28x1", "reference", 0.30, True),
             bench("forward 28x28x1", "eager", 0.20),
             bench("forward 28x28x1", "compile", 0.10),
+            bench("train_step 28x28x1", "reference", 0.50, True),
+            bench("train_step 28x28x1", "compile", 0.25, paired=1.4),  # medians say 2x, the paired rounds 1.4x
             bench("forward 28x28x1", "onnxruntime", 0.12),
             bench("sampling batch 16", "naive-reference", 40.0, True),
             bench("sampling batch 16", "naive", 30.0),
@@ -51,6 +56,9 @@ def test_targets_table_ratios_and_verdicts():
     assert "3.00x" in compiled and compiled.endswith("| met |")
     ort = next(r for r in rows if "forward 28x28x1 | compile vs onnxruntime" in r)
     assert "1.20x" in ort and ort.endswith("| met |")  # compiled faster than ORT: within 10 %
+    assert "(medians)" in compiled
+    train = next(r for r in rows if "train_step 28x28x1 | compile vs reference" in r)
+    assert "1.40x (paired)" in train and train.endswith("| missed |")  # the paired ratio decides: 1.4 < 1.5
     sampling = next(r for r in rows if "sampling batch 16 | cached_ext vs naive" in r)
     assert "500.00x" in sampling and sampling.endswith("| missed |")  # 30 / 0.06 < 600
     assert next(r for r in rows if "forward 32x32x3 | eager" in r).endswith("| not run |")
@@ -62,9 +70,11 @@ def test_report_names_the_cpu_and_writes_files(tmp_path):
     text = open(path).read()
     assert "Test CPU 9000" in text and "avx2, fma" in text
     assert "| naive | 30000.00 ms |" in text and "1.33x" in text  # speedup vs the group's reference (naive-reference)
+    assert "| compile | 250.00 ms | 25.00 ms | 64.0 images/s | - | 2.00x | 1.40x |" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "test-machine-forward-28x28x1.png",
         "test-machine-sampling-batch-16.png",
+        "test-machine-train-step-28x28x1.png",
         "test-machine.md",
     ]
 
