@@ -52,9 +52,11 @@ def target_lines(groups: dict) -> list[str]:
         medians = {name: b["stats"]["median"] for name, b in benches.items()}
         if path in medians and base in medians and medians[path] > 0:
             ratio, how = medians[base] / medians[path], "medians"
-            paired = benches[path].get("extra_info", {}).get("paired_speedup")
-            if paired and benches[base].get("extra_info", {}).get("reference"):
-                ratio, how = paired, "paired"
+            paired = {name: b.get("extra_info", {}).get("paired_speedup") for name, b in benches.items()}
+            if paired[path] and benches[base].get("extra_info", {}).get("reference"):
+                ratio, how = paired[path], "paired"
+            elif paired[path] and paired[base]:  # both paired with the group's reference: their quotient
+                ratio, how = paired[path] / paired[base], "paired, via reference"
             verdict = "met" if ratio >= minimum else "missed"
             rows.append(
                 f"| {metric} | {group} | {path} vs {base} | {ratio:.2f}x ({how}) | >= {minimum:.2f}x | {verdict} |"

@@ -34,6 +34,9 @@ def results():
             bench("forward 28x28x1", "reference", 0.30, True),
             bench("forward 28x28x1", "eager", 0.20),
             bench("forward 28x28x1", "compile", 0.10),
+            bench("forward 32x32x3", "reference", 1.0, True),
+            bench("forward 32x32x3", "compile", 0.5, paired=2.4),
+            bench("forward 32x32x3", "onnxruntime", 0.4, paired=2.0),  # medians: ORT 1.25x faster; paired: 1.2x slower
             bench("train_step 28x28x1", "reference", 0.50, True),
             bench("train_step 28x28x1", "compile", 0.25, paired=1.4),  # medians say 2x, the paired rounds 1.4x
             bench("forward 28x28x1", "onnxruntime", 0.12),
@@ -57,11 +60,13 @@ def test_targets_table_ratios_and_verdicts():
     ort = next(r for r in rows if "forward 28x28x1 | compile vs onnxruntime" in r)
     assert "1.20x" in ort and ort.endswith("| met |")  # compiled faster than ORT: within 10 %
     assert "(medians)" in compiled
+    via = next(r for r in rows if "forward 32x32x3 | compile vs onnxruntime" in r)
+    assert "1.20x (paired, via reference)" in via and via.endswith("| met |")
     train = next(r for r in rows if "train_step 28x28x1 | compile vs reference" in r)
     assert "1.40x (paired)" in train and train.endswith("| missed |")  # the paired ratio decides: 1.4 < 1.5
     sampling = next(r for r in rows if "sampling batch 16 | cached_ext vs naive" in r)
     assert "500.00x" in sampling and sampling.endswith("| missed |")  # 30 / 0.06 < 600
-    assert next(r for r in rows if "forward 32x32x3 | eager" in r).endswith("| not run |")
+    assert next(r for r in rows if "forward 32x32x3 | eager" in r).endswith("| not run |")  # no eager in the run
     assert next(r for r in rows if "sampling batch 1 |" in r).endswith("| not run |")
 
 
@@ -73,6 +78,7 @@ def test_report_names_the_cpu_and_writes_files(tmp_path):
     assert "| compile | 250.00 ms | 25.00 ms | 64.0 images/s | - | 2.00x | 1.40x |" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "test-machine-forward-28x28x1.png",
+        "test-machine-forward-32x32x3.png",
         "test-machine-sampling-batch-16.png",
         "test-machine-train-step-28x28x1.png",
         "test-machine.md",
