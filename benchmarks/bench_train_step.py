@@ -48,27 +48,24 @@ def test_train_step(benchmark, request, timing, shape, path):
     assert abs(loss - ref_loss) < 1e-4, (loss, ref_loss)
     for name, g in grads.items():
         assert float((g - ref_grads[name]).abs().max()) < 1e-3, name
+    step = adam_step(net, loss_of, params, image, labels)
+    # the reference's own step, run alternately with this path's for the paired ratio
+    paired = adam_step(reference, textbook_loss, reference, image, labels) if path != "reference" and timing else None
+    record(benchmark, step, items=n, unit="images", reference=path == "reference", path=path, paired_with=paired)
+
+
+def adam_step(net, loss_of, params, image, labels):
+    """One Adam step of ``net`` on the batch (synchronised on CUDA), as a callable to time."""
     opt = torch.optim.Adam(params.parameters(), lr=1e-4)
 
     def step():
         opt.zero_grad(set_to_none=True)
         loss_of(net(image, labels), image).backward()
         opt.step()
-        if device == "cuda":
+        if image.is_cuda:
             torch.cuda.synchronize()
 
-    paired = None
-    if path != "reference" and timing:
-        ref_opt = torch.optim.Adam(reference.parameters(), lr=1e-4)
-
-        def paired():
-            ref_opt.zero_grad(set_to_none=True)
-            textbook_loss(reference(image, labels), image).backward()
-            ref_opt.step()
-            if device == "cuda":
-                torch.cuda.synchronize()
-
-    record(benchmark, step, items=n, unit="images", reference=path == "reference", path=path, paired_with=paired)
+    return step
 
 
 def first_grads_of(net, loss_of, params, image, labels):
