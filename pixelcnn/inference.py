@@ -29,10 +29,9 @@ def compile_for_inference(model: PixelCNN, max_autotune: bool = False, dynamic: 
         raise TypeError(f"compile_for_inference takes a PixelCNN, got {type(model).__name__}")
     model.eval()
     fast = copy.copy(model)  # shares parameters, buffers and submodules; only the instance attribute below differs
-    options = {"freezing": True, "max_autotune": bool(max_autotune)}
-    compiled = torch.compile(model.logits, options=options, dynamic=dynamic)
-    # Dynamo decides whether parameters become graph constants from the global inductor config at trace time (the
-    # options above reach inductor only): without this, "freezing" froze nothing and the convolutions stayed plain
-    # aten calls with the weights as inputs.
+    compiled = torch.compile(model.logits, options={"max_autotune": bool(max_autotune)}, dynamic=dynamic)
+    # Freezing is switched on in the global inductor config for the call, not in the options above: dynamo decides
+    # whether parameters become graph constants from the global config at trace time (options reach inductor only,
+    # so freezing=True there froze nothing and the convolutions stayed plain aten calls with the weights as inputs).
     fast.logits = torch._inductor.config.patch(freezing=True)(compiled)
     return fast

@@ -79,42 +79,21 @@ def _(x, weight, mask, bias, cond, residual, relu):
     return _empty_channels_last((n, weight.shape[0], h, w), x)
 
 
-@torch.library.custom_op("pixelcnn::masked_conv2d_grad_input", mutates_args=())
-def _grad_input_op(grad_pre: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Gradient of ``conv(x, W*M)`` w.r.t. x (channels-last) from the gradient before the ReLU."""
-    if _use_triton_kernel(grad_pre):
-        from pixelcnn.ops.triton_masked_conv import masked_conv2d_grad_input
-
-        return masked_conv2d_grad_input(grad_pre, weight, mask)
-    return _as_channels_last(cropped_conv2d_grad_input(grad_pre, weight, mask))
+def _grad_input_fake(grad, weight, mask):
+    n, _, h, w = grad.shape
+    return _empty_channels_last((n, weight.shape[1], h, w), grad)
 
 
-@_grad_input_op.register_fake
-def _grad_input_fake(grad_pre, weight, mask):
-    n, _, h, w = grad_pre.shape
-    return _empty_channels_last((n, weight.shape[1], h, w), grad_pre)
-
-
-@torch.library.custom_op("pixelcnn::masked_conv2d_grad_weight", mutates_args=())
-def _grad_weight_op(grad_pre: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Gradient of ``conv(x, W*M)`` w.r.t. W (contiguous, W's dtype, exactly 0 on masked taps)."""
-    if _use_triton_kernel(x):
-        from pixelcnn.ops.triton_masked_conv import masked_conv2d_grad_weight
-
-        return masked_conv2d_grad_weight(grad_pre, x, weight, mask)
-    return cropped_conv2d_grad_weight(grad_pre, x, weight, mask).to(weight.dtype).contiguous()
-
-
-@_grad_weight_op.register_fake
-def _grad_weight_fake(grad_pre, x, weight, mask):
+def _grad_weight_fake(grad, x, weight, mask):
     return torch.empty_like(weight, memory_format=torch.contiguous_format)
 
 
-# The default path's CPU backward (see ``_CroppedConvCPU``): the GEMM gradients as ops of their own, so that
-# torch.compile calls them as they are (inductor's code for the padding and slicing inside them ran slower than
-# eager's); the Triton op's grad ops above dispatch to its kernels instead.
+# The gradients as GEMMs (pixelcnn/ops/reference.py): the default path's CPU backward (see ``_CroppedConvCPU``), as
+# ops of their own so that torch.compile calls them as they are (inductor's code for the padding and slicing inside
+# them ran slower than eager's), and the Triton op's grad ops below on tensors its kernels do not take.
 @torch.library.custom_op("pixelcnn::cropped_conv2d_grad_input", mutates_args=())
 def _cropped_grad_input_op(grad: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``conv(x, W*M)`` w.r.t. x (channels-last) from the gradient before the ReLU."""
     return _as_channels_last(cropped_conv2d_grad_input(grad, weight, mask))
 
 
@@ -122,11 +101,34 @@ def _cropped_grad_input_op(grad: torch.Tensor, weight: torch.Tensor, mask: torch
 def _cropped_grad_weight_op(
     grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
+    """Gradient of ``conv(x, W*M)`` w.r.t. W (contiguous, W's dtype, exactly 0 on masked taps)."""
     return cropped_conv2d_grad_weight(grad, x, weight, mask).to(weight.dtype).contiguous()
 
 
-_cropped_grad_input_op.register_fake(_grad_input_fake)
-_cropped_grad_weight_op.register_fake(_grad_weight_fake)
+@torch.library.custom_op("pixelcnn::masked_conv2d_grad_input", mutates_args=())
+def _grad_input_op(grad_pre: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The Triton op's ``_cropped_grad_input_op``: its kernel on CUDA (or under TRITON_INTERPRET=1)."""
+    if _use_triton_kernel(grad_pre):
+        from pixelcnn.ops.triton_masked_conv import masked_conv2d_grad_input
+
+        return masked_conv2d_grad_input(grad_pre, weight, mask)
+    return _cropped_grad_input_op(grad_pre, weight, mask)
+
+
+@torch.library.custom_op("pixelcnn::masked_conv2d_grad_weight", mutates_args=())
+def _grad_weight_op(grad_pre: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The Triton op's ``_cropped_grad_weight_op``: its kernel on CUDA (or under TRITON_INTERPRET=1)."""
+    if _use_triton_kernel(x):
+        from pixelcnn.ops.triton_masked_conv import masked_conv2d_grad_weight
+
+        return masked_conv2d_grad_weight(grad_pre, x, weight, mask)
+    return _cropped_grad_weight_op(grad_pre, x, weight, mask)
+
+
+for _op in (_cropped_grad_input_op, _grad_input_op):
+    _op.register_fake(_grad_input_fake)
+for _op in (_cropped_grad_weight_op, _grad_weight_op):
+    _op.register_fake(_grad_weight_fake)
 
 
 def _setup_context(ctx, inputs, output):

@@ -40,6 +40,12 @@ def epilogue(
 _GEMM_ROWS = 4096
 
 
+def cropped_weight(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The live rows of W*M: the (k//2+1) x k kernel the cropped convolution runs."""
+    p = weight.shape[-1] // 2
+    return weight[:, :, : p + 1] * mask[:, :, : p + 1]
+
+
 def _live_taps(kh: int, kw: int) -> list[tuple[int, int]]:
     """(row, col) of the cropped kernel's taps that a mask can leave live: every row above the centre, and the
     centre row up to the centre (mask A's centre is live across colour groups; a dead tap only costs time)."""
@@ -52,7 +58,7 @@ def cropped_conv2d_grad_input(grad: torch.Tensor, weight: torch.Tensor, mask: to
     convolution of the gradient, padded at the bottom and sides, with the flipped, transposed live rows of W*M
     (y[h, w] = sum_ij x[h+i-p, w+j-p] wm[i, j], so gx[a, b] = sum_ij g[a+p-i, b+p-j] wm[i, j])."""
     p = weight.shape[-1] // 2
-    wm = (weight[:, :, : p + 1] * mask[:, :, : p + 1]).to(grad.dtype)
+    wm = cropped_weight(weight, mask).to(grad.dtype)
     return F.conv2d(F.pad(grad, (p, p, 0, p)), wm.flip(2, 3).transpose(0, 1))
 
 
@@ -118,7 +124,7 @@ def masked_conv2d_cropped(
     if k == 1:
         y = F.conv2d(x, weight * mask, bias)
     else:
-        wm = weight[:, :, : p + 1] * mask[:, :, : p + 1]
+        wm = cropped_weight(weight, mask)
         if torch.compiler.is_compiling() and x.shape[1] > 4:
             # symmetric padding, then keep the first H output rows (row r reads input rows r-p..r). Measured in a
             # compiled train step: inductor recomputed the F.pad form in the backward as one slow fused kernel.
