@@ -24,6 +24,8 @@ import time
 
 import torch
 
+from pixelcnn.ops.precision import conv_fp32_precision, conv_precision, set_conv_fp32_precision
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIN_TORCH, MIN_TRITON = (2, 11), (3, 6)
@@ -51,17 +53,10 @@ def check_versions() -> list[str]:
     return problems
 
 
-def _new_precision_api() -> bool:
-    return hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision")  # torch >= 2.9
-
-
 def set_conv_tf32(tf32: bool) -> None:
-    """Whether cuDNN convolutions (and so the Triton kernel) may use TF32: the per-op setting on torch >= 2.9 (mixing
-    it with the legacy ``allow_tf32`` makes reading either an error), ``allow_tf32`` before."""
-    if _new_precision_api():
-        torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
-    else:
-        torch.backends.cudnn.allow_tf32 = tf32
+    """Whether cuDNN convolutions (and so the Triton kernel) may use TF32 (``pixelcnn.ops.precision``: conv and RNN
+    set together, so that later exports' ``allow_tf32`` reads stay valid)."""
+    set_conv_fp32_precision("tf32" if tf32 else "ieee")
 
 
 def _set_precision(precision: str) -> torch.dtype:
@@ -77,9 +72,7 @@ def time_kernels(cases=None, precisions=PRECISIONS, impls=("reference", "cropped
     from benchmarks.bench_masked_conv import SEED_CASES, make_case, step_fn
 
     rows = []
-    api = _new_precision_api()
-    saved = torch.backends.cudnn.conv.fp32_precision if api else torch.backends.cudnn.allow_tf32
-    try:
+    with conv_precision(conv_fp32_precision()):  # the settings as they were, restored after the runs
         for case in cases or SEED_CASES:
             for precision in precisions:
                 dtype = _set_precision(precision)
@@ -104,11 +97,6 @@ def time_kernels(cases=None, precisions=PRECISIONS, impls=("reference", "cropped
                             f"{rows[-1]['tflops']:7.1f} TFLOP/s",
                             flush=True,
                         )
-    finally:
-        if api:
-            torch.backends.cudnn.conv.fp32_precision = saved
-        else:
-            torch.backends.cudnn.allow_tf32 = saved
     return rows
 
 

@@ -45,14 +45,15 @@ def test_cropped_conv_matches_full_reference(k, mask_type, colors, cin, layout):
 
 
 def backward_path(out: torch.Tensor) -> set:
-    """Names of the autograd nodes behind ``out``."""
+    """Names of the autograd nodes behind ``out``. The nodes are kept alive while walking: their Python wrappers are
+    made on access, so a freed wrapper's id() can come back for another node (it did on torch 2.11, hiding one)."""
     seen, todo = {}, [out.grad_fn]
     while todo:
         node = todo.pop()
         if node is not None and id(node) not in seen:
-            seen[id(node)] = node.name()
+            seen[id(node)] = node
             todo.extend(f for f, _ in node.next_functions)
-    return set(seen.values())
+    return {node.name() for node in seen.values()}
 
 
 # the default path (masked_conv2d, impl "reference"): from 16 input channels its CPU backward is the grad ops' GEMMs

@@ -315,40 +315,49 @@ def test_live_taps_are_a_raster_prefix_known_from_the_kernel_size():
                 assert len(live_taps(k, mask_type, colors)) == n - (mask_type == "A" and colors == 1)
 
 
-def test_precision_follows_torch_settings(monkeypatch):
+def test_precision_follows_torch_settings():
     """fp32 on CUDA: TF32 exactly when PyTorch's convolutions may use it; CPU tensors (interpreter): IEEE."""
     from pixelcnn.ops import triton_masked_conv as tmc
+    from pixelcnn.ops.precision import conv_precision, legacy_flag_readable
 
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    for allow in (True, False):
-        if conv is not None and hasattr(conv, "fp32_precision"):
-            monkeypatch.setattr(conv, "fp32_precision", "tf32" if allow else "ieee")
-        else:
-            monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow)
-        assert tmc.fp32_precision() == ("tf32" if allow else "ieee")
+    for precision in ("tf32", "ieee"):
+        with conv_precision(precision):
+            assert tmc.fp32_precision() == precision
+            # torch's own view agrees (what cuDNN convs and exports read)
+            assert torch.backends.cudnn.allow_tf32 == (precision == "tf32")
+            assert legacy_flag_readable()
     assert tmc.dot_precision(torch.zeros(1)) == "ieee"
 
 
-def test_precision_none_inherits_and_the_legacy_switch_is_honoured(monkeypatch):
+def test_precision_none_inherits_and_the_legacy_switch_is_honoured():
     """torch >= 2.9: a conv setting of "none" inherits cuDNN's, then the global one (IEEE at the top); the legacy
-    ``allow_tf32`` switch (which writes the per-op settings) still decides."""
+    ``allow_tf32`` switch (which writes the per-op settings) still decides. Every setting is restored after."""
     from pixelcnn.ops import triton_masked_conv as tmc
+    from pixelcnn.ops.precision import conv_precision, legacy_flag_readable
 
     cudnn = torch.backends.cudnn
     if not hasattr(getattr(cudnn, "conv", None), "fp32_precision"):
         pytest.skip("torch < 2.9: only allow_tf32 exists (covered above)")
-    monkeypatch.setattr(cudnn, "allow_tf32", False)
-    assert tmc.fp32_precision() == "ieee"
-    monkeypatch.setattr(cudnn, "allow_tf32", True)
-    assert tmc.fp32_precision() == "tf32"
-    monkeypatch.setattr(cudnn.conv, "fp32_precision", "none")
-    monkeypatch.setattr(cudnn, "fp32_precision", "none")
-    monkeypatch.setattr(torch.backends, "fp32_precision", "none")
-    assert tmc.fp32_precision() == "ieee"
-    monkeypatch.setattr(torch.backends, "fp32_precision", "tf32")
-    assert tmc.fp32_precision() == "tf32"
-    monkeypatch.setattr(cudnn, "fp32_precision", "ieee")
-    assert tmc.fp32_precision() == "ieee"
+    levels = (cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision, cudnn.fp32_precision, torch.backends.fp32_precision)
+    try:
+        with conv_precision("tf32"):
+            cudnn.allow_tf32 = False
+            assert tmc.fp32_precision() == "ieee"
+            cudnn.allow_tf32 = True
+            assert tmc.fp32_precision() == "tf32"
+            cudnn.conv.fp32_precision = "none"
+            cudnn.fp32_precision = "none"
+            torch.backends.fp32_precision = "none"
+            assert tmc.fp32_precision() == "ieee"
+            torch.backends.fp32_precision = "tf32"
+            assert tmc.fp32_precision() == "tf32"
+            cudnn.fp32_precision = "ieee"
+            assert tmc.fp32_precision() == "ieee"
+    finally:
+        cudnn.fp32_precision, torch.backends.fp32_precision = levels[2:]
+    assert (cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision) == levels[:2]
+    assert (cudnn.fp32_precision, torch.backends.fp32_precision) == levels[2:]
+    assert legacy_flag_readable()
 
 
 def test_model_with_triton_op_compiles_fullgraph_without_graph_breaks():
@@ -391,14 +400,12 @@ GPU_CASES = [
 @gpu
 @pytest.mark.parametrize("tf32", [True, False], ids=["tf32", "ieee"])
 @pytest.mark.parametrize("case", GPU_CASES, ids=case_id)
-def test_gpu_fp32_within_bound_of_float64_reference(monkeypatch, case, tf32):
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9; mixing in allow_tf32 is an error
-        monkeypatch.setattr(conv, "fp32_precision", "tf32" if tf32 else "ieee")
-    else:
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+def test_gpu_fp32_within_bound_of_float64_reference(case, tf32):
+    from pixelcnn.ops.precision import conv_precision
+
     *shape, bias, cond, residual, relu = case
-    check_against_ref64(make_inputs(*shape, bias, cond, residual), relu)
+    with conv_precision("tf32" if tf32 else "ieee"):
+        check_against_ref64(make_inputs(*shape, bias, cond, residual), relu)
 
 
 @gpu

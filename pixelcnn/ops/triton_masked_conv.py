@@ -28,6 +28,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from pixelcnn.ops.precision import conv_fp32_precision
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 FOLD_BELOW = 16  # input channels below which the live taps fold into channels (the first layer: C = 1 or 3)
 INT32_MAX = 2**31 - 1
@@ -44,23 +46,9 @@ def live_tap_count(kernel_size: int) -> int:
 
 
 def fp32_precision() -> str:
-    """``"tf32"`` when PyTorch's own (cuDNN) convolutions may use TF32 on fp32 inputs, else ``"ieee"``.
-
-    torch >= 2.9 has per-op settings, ``"none"`` meaning "as the level above" (conv -> cudnn -> global, IEEE at the
-    top); reading the legacy ``allow_tf32`` there can raise when conv and RNN settings differ, so it is read only on
-    older versions."""
-    cudnn = torch.backends.cudnn
-    conv = getattr(cudnn, "conv", None)
-    if conv is None or not hasattr(conv, "fp32_precision"):
-        return "tf32" if cudnn.allow_tf32 else "ieee"
-    for p in (
-        conv.fp32_precision,
-        getattr(cudnn, "fp32_precision", "none"),
-        getattr(torch.backends, "fp32_precision", "none"),
-    ):
-        if p in ("tf32", "ieee"):
-            return p
-    return "ieee"
+    """``"tf32"`` when PyTorch's own (cuDNN) convolutions may use TF32 on fp32 inputs, else ``"ieee"``
+    (``pixelcnn.ops.precision``: the per-op settings on torch >= 2.9, never the legacy ``allow_tf32`` there)."""
+    return conv_fp32_precision()
 
 
 def dot_precision(x: torch.Tensor) -> str:
