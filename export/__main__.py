@@ -86,7 +86,8 @@ def run(argv=None) -> dict:
     step = args.format == "onnx" and args.step
     sampler = args.format == "onnx" and args.sampler
     suffix = ".step.onnx" if step else ".sampler.onnx" if sampler else SUFFIX[args.format]
-    out = args.out or os.path.splitext(args.checkpoint)[0] + suffix
+    base = args.checkpoint.rstrip("/\\")  # a pretrained folder: pretrained/mnist -> pretrained/mnist.onnx
+    out = args.out or (base if os.path.isdir(base) else os.path.splitext(base)[0]) + suffix
     props = metadata(model, cfg.to_dict(), cfg.config_hash())
     if sampler:
         export_sampler_onnx(model, out, args.opset, props, args.precision)

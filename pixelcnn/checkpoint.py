@@ -104,7 +104,10 @@ def check_compatible(state: dict, cfg: Config, path: str) -> None:
 
 def load_model(path: str, map_location: Any = "cpu") -> tuple[PixelCNN, Config, dict]:
     """Rebuild the trained model from a checkpoint: ``(model in eval mode, run config, data metadata)``; the model's
-    shape is ``cfg.model`` (a ModelConfig), the metadata adds the class names when the run knew them."""
+    shape is ``cfg.model`` (a ModelConfig), the metadata adds the class names when the run knew them. ``path`` may
+    also be a pretrained folder (config.json + model.safetensors, see pixelcnn.hub) or a Hub repo id."""
+    if os.path.isdir(path) or not (os.path.exists(path) or path.endswith(".pt")):
+        return _load_pretrained_model(path, map_location)
     state = load_checkpoint(path, map_location)
     cfg = checkpoint_config(state, path)
     model = PixelCNN(cfg.model)
@@ -122,6 +125,26 @@ def load_model(path: str, map_location: Any = "cpu") -> tuple[PixelCNN, Config, 
         "class_names": (state.get("data") or {}).get("class_names"),
     }
     return model.to(map_location).eval(), cfg, meta
+
+
+def _load_pretrained_model(path: str, map_location: Any) -> tuple[PixelCNN, Config, dict]:
+    from pixelcnn.hub import PretrainedError, load_pretrained
+
+    try:
+        model, raw = load_pretrained(path, map_location)
+        stored = raw.get("train_config")
+        cfg = Config.from_dict(stored, source=f"{path} train_config") if stored else Config()
+    except (PretrainedError, ValueError) as e:
+        raise CheckpointError(str(e)) from None
+    cfg.model = model.config
+    m = model.config
+    meta = {
+        "channels": m.channels,
+        "image_size": list(m.image_size),
+        "num_classes": m.num_classes,
+        "class_names": raw.get("class_names"),
+    }
+    return model, cfg, meta
 
 
 def rng_state() -> dict:

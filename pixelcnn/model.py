@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pixelcnn.config import ModelConfig
+from pixelcnn.hub import HubMixin
 from pixelcnn.masks import conv_mask
 from pixelcnn.ops import CONV_IMPLS, masked_conv2d
 from pixelcnn.pixels import LEVELS, to_unit
@@ -83,7 +84,7 @@ class ResidualBlock(nn.Module):
         return self.conv_out(y, residual=x)
 
 
-class PixelCNN(nn.Module):
+class PixelCNN(HubMixin, nn.Module):
     """Masked-convolution PixelCNN of the shape ``config`` gives (channels, image size, classes (0: none), hidden
     width, residual blocks, kernel sizes)."""
 

@@ -25,7 +25,12 @@ HIDDEN = 128  # the value that shows the unknown part of a given image in the co
 
 
 def add_checkpoint_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelcnn.train")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a .pt file written by pixelcnn.train, or a pretrained folder (config.json + model.safetensors, e.g. "
+        "pretrained/mnist) or a Hub repo id in the local cache",
+    )
 
 
 def add_sampling_flags(p: argparse.ArgumentParser, seed_help: str) -> None:
