@@ -132,6 +132,7 @@ class Config:
     train_limit: int = knob(0, "use only the first N training images (0 = all)")
     test_limit: int = knob(0, "use only the first N test images (0 = all)")
     num_workers: int = knob(0, "DataLoader worker processes")
+    skip_bad_images: bool = knob(False, "folder datasets: skip unreadable image files (and say how many)")
     # model: hidden, blocks and kernel sizes are flags (--hidden, --blocks, ...); the rest comes from the data
     model: ModelConfig = knob(ModelConfig(), "the network's shape")
     # optimisation
@@ -165,6 +166,7 @@ class Config:
         choices=CONVS,
     )
     checkpoint_every: int = knob(0, "also write last.pt every N optimiser steps (0 = once per epoch)")
+    tensorboard: bool = knob(False, "also log bits/dim, lr, images/s and sample grids to <run>/tb (TensorBoard)")
 
     def validate(self) -> Config:
         def choice(name, options):

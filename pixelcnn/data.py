@@ -108,7 +108,23 @@ def _cifar10_files_class():
     return Cifar10Files
 
 
-def _read_folder(root: str, channels: int, img_size: int):
+def _load_image(path: str, mode: str):
+    """The image at ``path`` in ``mode`` (fully decoded), or the reason it cannot be: unreadable, truncated, not an
+    image, or a mode that does not convert to ``mode``."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: a truncated file fails here, not later
+            try:
+                return img.convert(mode), None
+            except (ValueError, OSError) as e:
+                return None, f"its mode {img.mode!r} cannot become {mode!r} ({e})"
+    except (OSError, ValueError, SyntaxError) as e:  # PIL.UnidentifiedImageError is an OSError
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
+
+
+def _read_folder(root: str, channels: int, img_size: int, skip_bad: bool = False):
     from torchvision.datasets import ImageFolder
 
     try:
@@ -120,9 +136,12 @@ def _read_folder(root: str, channels: int, img_size: int):
             f"set --data-dir to its root"
         ) from None
     mode = "L" if channels == 1 else "RGB"
-    images, labels, size = [], [], None
+    images, labels, size, bad = [], [], None, []
     for path, label in ds.samples:
-        img = ds.loader(path).convert(mode)
+        img, why = _load_image(path, mode)
+        if img is None:
+            bad.append((path, why))
+            continue
         if img_size and img.size != (img_size, img_size):
             img = img.resize((img_size, img_size), resample=3)  # bicubic, as torchvision's Resize
         arr = np.asarray(img, dtype=np.uint8)
@@ -136,6 +155,18 @@ def _read_folder(root: str, channels: int, img_size: int):
             )
         images.append(arr)
         labels.append(label)
+    if bad and not skip_bad:
+        shown = "; ".join(f"{p} ({why})" for p, why in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise DataError(
+            f"folder dataset {root!r}: {len(bad)} of {len(ds.samples)} image file(s) cannot be read as "
+            f"{'greyscale' if channels == 1 else 'RGB'} images: {shown}{more}. Replace or delete them, or pass "
+            f"--skip-bad-images to train without them"
+        )
+    if bad:
+        print(f"skipped {len(bad)} unreadable image file(s) in {root!r} (--skip-bad-images), first: {bad[0][0]}")
+    if not images:
+        raise DataError(f"folder dataset {root!r}: none of its {len(ds.samples)} image file(s) could be read")
     return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64), list(ds.classes)
 
 
@@ -148,12 +179,12 @@ def _folder(cfg: Config):
         )
     channels = cfg.channels or 3
     if os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test")):
-        xtr, ytr, classes = _read_folder(os.path.join(root, "train"), channels, cfg.img_size)
-        xte, yte, classes_te = _read_folder(os.path.join(root, "test"), channels, cfg.img_size)
+        xtr, ytr, classes = _read_folder(os.path.join(root, "train"), channels, cfg.img_size, cfg.skip_bad_images)
+        xte, yte, classes_te = _read_folder(os.path.join(root, "test"), channels, cfg.img_size, cfg.skip_bad_images)
         if classes_te != classes:
             raise DataError(f"folder dataset {root!r}: train/ classes {classes} differ from test/ classes {classes_te}")
         return xtr, ytr, xte, yte, classes
-    x, y, classes = _read_folder(root, channels, cfg.img_size)
+    x, y, classes = _read_folder(root, channels, cfg.img_size, cfg.skip_bad_images)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))
     n_test = max(1, len(y) // 10)
     return x[perm[n_test:]], y[perm[n_test:]], x[perm[:n_test]], y[perm[:n_test]], classes

@@ -14,6 +14,8 @@ import io
 import math
 import os
 import random
+import shlex
+import signal
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -46,6 +48,46 @@ METRIC_FIELDS = ("epoch", "step", "train_bpd", "test_bpd", "lr", "images_per_s",
 
 class TrainingError(RuntimeError):
     """Training stopped for a reason the user can act on (message says which)."""
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM stopped the run after a step; last.pt holds that step. ``code``: the exit status (130/143)."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.code = 128 + signum
+
+
+class StopFlag:
+    """SIGINT/SIGTERM handlers that only record the signal: the run stops at the next step boundary. A second
+    Ctrl-C exits at once (status 130)."""
+
+    def __init__(self):
+        self.signum = 0
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.signum and signum == signal.SIGINT:
+            print("\nsecond Ctrl-C: exiting now without a checkpoint", file=sys.stderr, flush=True)
+            os._exit(130)
+        self.signum = self.signum or signum
+
+    def __enter__(self):
+        if threading_main():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 # --- command line -------------------------------------------------------------------------------------------
@@ -289,6 +331,9 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
     progress: Progress = field(default_factory=Progress)
+    stop: Optional[StopFlag] = None
+    tb: Optional[object] = None  # torch.utils.tensorboard SummaryWriter under --tensorboard
+    command: Optional[str] = None  # the command line that started the run (for best/'s model card)
 
     @property
     def labels_used(self) -> bool:
@@ -460,10 +505,88 @@ def train_epoch(run: Run, net: torch.nn.Module, loader) -> tuple[float, int, flo
             pr.partial = {"nats": nats, "seen": seen, "seconds": time.time() - t0}
             save_last(run)
             pr.partial = None
+        if run.stop is not None and stop_requested(run):
+            bar.close()
+            pr.partial = {"nats": nats, "seen": seen, "seconds": time.time() - t0}
+            interrupt(run)
         if cfg.max_steps and pr.step >= cfg.max_steps:
             break
     bar.close()
     return nats, seen, time.time() - t0
+
+
+def stop_requested(run: Run) -> bool:
+    """Whether a signal asked the run to stop; under torchrun every process learns it at the same step."""
+    signum = run.stop.signum
+    if run.ddp.world_size > 1:
+        flag = torch.tensor([signum], dtype=torch.int64, device=run.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        signum = run.stop.signum = int(flag.item())
+    return bool(signum)
+
+
+def interrupt(run: Run) -> None:
+    """Checkpoint the step just finished (rank 0 writes, the others wait) and stop with one line saying where."""
+    pr = run.progress
+    save_last(run)
+    if run.ddp.world_size > 1:
+        dist.barrier()
+    name = signal.Signals(run.stop.signum).name
+    path = os.path.join(run.run_dir, "last.pt")
+    cmd = run.command or "python -m pixelcnn.train"
+    if "--resume" not in cmd:
+        cmd += " --resume"
+    raise Interrupted(
+        run.stop.signum,
+        f"{name}: stopped at epoch {pr.epoch + 1} step {pr.step}; checkpoint {path}; continue with: {cmd}",
+    )
+
+
+def write_best_folder(run: Run, test_bpd: float, samples_png: str) -> None:
+    """best/ beside best.pt: the model as a pretrained folder (pixelcnn.hub); skipped with a note when safetensors
+    is not installed."""
+    from pixelcnn.hub import PretrainedError, save_pretrained
+
+    cfg, pr = run.cfg, run.progress
+    card = {
+        "title": f"PixelCNN ({cfg.dataset})",
+        "data": f"--dataset {cfg.dataset} --data-dir {cfg.data_dir}: {len(run.data.train_labels)} training and "
+        f"{len(run.data.test_labels)} test images",
+        "command": run.command or "python -m pixelcnn.train (config: train_config in config.json)",
+        "test_bpd": test_bpd,
+        "epochs": pr.epoch,
+        "steps": pr.step,
+        "samples_caption": f"Epoch {pr.epoch}, one row per class, temperature {cfg.temperature}.",
+    }
+    extra = {"test_bpd": test_bpd, "train_config": cfg.to_dict(), "class_names": run.data.class_names}
+    try:
+        save_pretrained(run.model, os.path.join(run.run_dir, "best"), card, samples_png, extra)
+    except PretrainedError as e:
+        print(f"note: best/ not written: {e}", file=sys.stderr)
+
+
+def open_tensorboard(run: Run):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TrainingError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard (or drop --tensorboard; "
+            "metrics.csv and loss_curve.png are written either way)"
+        ) from None
+    return SummaryWriter(os.path.join(run.run_dir, "tb"))
+
+
+def log_tensorboard(run: Run, row: dict, samples_png: str) -> None:
+    from PIL import Image
+
+    tb, step = run.tb, row["step"]
+    tb.add_scalar("bits_per_dim/train", row["train_bpd"], step)
+    tb.add_scalar("bits_per_dim/test", row["test_bpd"], step)
+    tb.add_scalar("lr", row["lr"], step)
+    tb.add_scalar("images_per_s", row["images_per_s"], step)
+    with Image.open(samples_png) as img:
+        tb.add_image("samples", np.asarray(img.convert("RGB")), step, dataformats="HWC")
+    tb.flush()
 
 
 def finish_epoch(run: Run, nats: float, seen: int, seconds: float) -> dict:
@@ -494,8 +617,9 @@ def finish_epoch(run: Run, nats: float, seen: int, seconds: float) -> dict:
     pr.best = min(pr.best, test_bpd)
     pr.epoch, pr.epoch_step = pr.epoch + 1, 0
     if run.ddp.main:
+        samples_png = os.path.join(run.run_dir, "samples", f"epoch_{pr.epoch:03d}.png")
         method = write_samples(
-            os.path.join(run.run_dir, "samples", f"epoch_{pr.epoch:03d}.png"),
+            samples_png,
             run.model,
             cfg,
             data,
@@ -503,6 +627,10 @@ def finish_epoch(run: Run, nats: float, seen: int, seconds: float) -> dict:
             pr.epoch,
         )
         save_last(run, also_best=improved)
+        if improved:
+            write_best_folder(run, test_bpd, samples_png)
+        if run.tb is not None:
+            log_tensorboard(run, row, samples_png)
         write_metrics(os.path.join(run.run_dir, "metrics.csv"), pr.history)
         write_curve(os.path.join(run.run_dir, "loss_curve.png"), pr.history)
         print(
@@ -514,14 +642,23 @@ def finish_epoch(run: Run, nats: float, seen: int, seconds: float) -> dict:
     return row
 
 
-def train(cfg: Config, resume: Optional[str] = None) -> dict:
-    """Run training as configured; returns the final metrics row plus the run folder."""
+def train(cfg: Config, resume: Optional[str] = None, command: Optional[str] = None) -> dict:
+    """Run training as configured; returns the final metrics row plus the run folder. SIGINT/SIGTERM stop it after
+    the current step with last.pt at that step (``Interrupted``)."""
+    with StopFlag() as stop:
+        return _train(cfg, resume, command, stop)
+
+
+def _train(cfg: Config, resume: Optional[str], command: Optional[str], stop: StopFlag) -> dict:
     cfg.validate()
-    run = build_run(cfg)
+    run = build_run(cfg)  # the data is read (and its images checked) before anything is written
+    run.stop, run.command = stop, command
     if resume:
         restore(run, resume)
     if run.ddp.main:
         prepare_run_dir(run, bool(resume))
+        if cfg.tensorboard:
+            run.tb = open_tensorboard(run)
     net = training_module(run)
     loader = make_loader(
         run.data.train_images,
@@ -536,7 +673,11 @@ def train(cfg: Config, resume: Optional[str] = None) -> dict:
     )
     pr = run.progress
     while pr.epoch < cfg.epochs and not (cfg.max_steps and pr.step >= cfg.max_steps):
+        if stop_requested(run):  # a signal during the last epoch's evaluation and samples
+            interrupt(run)
         finish_epoch(run, *train_epoch(run, net, loader))
+    if run.tb is not None:
+        run.tb.close()
     if run.ddp.world_size > 1:
         dist.barrier()
     last = pr.history[-1] if pr.history else {}
@@ -547,7 +688,11 @@ def main(argv=None) -> int:
     keep_heap()  # CPU steps reuse heap pages instead of page-faulting fresh ones every step
     try:
         cfg, resume = parse_args(argv)
-        summary = train(cfg, resume)
+        args = sys.argv[1:] if argv is None else list(argv)
+        summary = train(cfg, resume, shlex.join(["python", "-m", "pixelcnn.train", *args]))
+    except Interrupted as e:
+        print(str(e), file=sys.stderr, flush=True)
+        return e.code
     except (ValueError, CheckpointError, DataError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
