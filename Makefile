@@ -11,13 +11,16 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
 WEB_DIR := export/examples/web
 WEB_STAMP := $(WEB_DIR)/node_modules/.installed-stamp
 RUN_DIR := runs/pixelcnn
-WEB_MODEL := $(RUN_DIR)/best.sampler.onnx
+# the demo serves the repository's pretrained MNIST model (pretrained/mnist, `make pretrained` re-makes it)
+PRETRAINED := pretrained/mnist
+WEB_MODEL := $(PRETRAINED).sampler.onnx
 WEB_PORT ?= 8000
 WEB_PRECISION ?= float64
 SOURCES := setup.py requirements.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cpp csrc/cuda/*.cu csrc/cuda/*.h \
 	csrc/cuda/*.cuh csrc/emulation/*.cpp csrc/emulation/*.h)
 
-.PHONY: install train test bench clean lint format figures chromium web-demo web-screenshot gpu-check sanitize
+.PHONY: install train test bench clean lint format figures chromium web-demo web-screenshot gpu-check sanitize pretrained \
+	gpu-image-tree test-gpu-image gpu-rehearse
 
 install: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) chromium
 
@@ -64,7 +67,7 @@ web-screenshot: $(WEB_MODEL) $(WEB_STAMP) chromium
 	node $(WEB_DIR)/drive.mjs --model $(WEB_MODEL) --screenshot docs/images/web-demo.png
 
 # float64 network: onnxruntime-web runs it, and it draws exactly Python's images for the same uniforms
-$(WEB_MODEL): $(RUN_DIR)/best.pt
+$(WEB_MODEL): $(PRETRAINED)/model.safetensors | $(STAMP)
 	$(PYTHON) -m export onnx --checkpoint $< --sampler --precision $(WEB_PRECISION) --out $@ || { rm -f $@; exit 1; }
 
 $(RUN_DIR)/best.pt: | $(STAMP)
@@ -73,9 +76,40 @@ $(RUN_DIR)/best.pt: | $(STAMP)
 train: $(STAMP)
 	$(PYTHON) -m pixelcnn.train --compile
 
-# lint and the sanitizer run first: they take seconds and fail fast
+# lint and the sanitizer run first: they take seconds and fail fast; then the main lane, then the GPU-image lane
 test: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) chromium lint sanitize
 	$(PYTHON) -m pytest -q -ra
+	$(MAKE) --no-print-directory test-gpu-image
+
+# Second lane: the GPU machine's own stack (requirements-gpu-image.txt: torch 2.11, triton 3.6) in .venv-gpu-image.
+# Its extension is built against torch 2.11 (CUDA sources included) in a copy of the tree, build/gpu-image/src, so
+# that its pixelcnn/_C*.so (same Python ABI tag) never overwrites the main lane's in-place build; the copy keeps its
+# build dir, so only changed sources recompile. The browser and Node tests stay in the main lane.
+GPU_VENV := .venv-gpu-image
+GPU_PYTHON_LANE := $(CURDIR)/$(GPU_VENV)/bin/python
+GPU_STAMP := $(GPU_VENV)/.installed-stamp
+GPU_TREE := build/gpu-image/src
+$(GPU_STAMP): requirements-gpu-image.txt
+	test -x $(GPU_VENV)/bin/python || $(PY) -m venv $(GPU_VENV)
+	$(GPU_PYTHON_LANE) -m pip --disable-pip-version-check install -q -r requirements-gpu-image.txt 2>&1 \
+	  | { grep -v "^WARNING: Location" || true; }
+	touch $(GPU_STAMP)
+
+gpu-image-tree: $(GPU_STAMP)
+	mkdir -p $(GPU_TREE)
+	find $(GPU_TREE) -mindepth 1 -maxdepth 1 ! -name build ! -name pixelcnn -exec rm -rf {} +
+	find $(GPU_TREE)/pixelcnn -mindepth 1 ! -name '_C*.so' -delete 2>/dev/null || true
+	git ls-files -co --exclude-standard -z | xargs -0 cp -p --parents -t $(GPU_TREE)
+	cd $(GPU_TREE) && MAX_JOBS=2 TORCH_CUDA_ARCH_LIST=9.0 $(GPU_PYTHON_LANE) setup.py -q build_ext --inplace \
+	  2>&1 | { grep -v "^WARNING\|warning:" || true; }
+	cd $(GPU_TREE) && $(GPU_PYTHON_LANE) -c "import torch, pixelcnn._C as c; assert torch.__version__.startswith('2.11'), \
+	  torch.__version__; print('gpu-image lane:', torch.__version__, c.__file__)"
+
+test-gpu-image: gpu-image-tree
+	cd $(GPU_TREE) && PIXELCNN_SHARED_DATA=$(CURDIR)/../shared/data $(GPU_PYTHON_LANE) -m pytest -q -ra \
+	  -p no:cacheprovider $(GPU_LANE_PYTEST_ARGS) --ignore=tests/test_web.py --deselect \
+	  tests/test_step_export.py::test_node_onnxruntime_draws_the_same_images_as_python --deselect \
+	  tests/test_step_export.py::test_node_example_rejects_bad_input
 
 bench: $(STAMP) $(NODE_STAMP)
 	$(PYTHON) -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results/latest.json
@@ -104,15 +138,39 @@ figures: $(STAMP)
 	$(PYTHON) -m pixelcnn.sample --checkpoint $(FIGURE_RUN)/best.pt --out docs/images/mnist-samples.png \
 	  --n-per-class 8 --seed 1
 
-# One command for the day a GPU appears (benchmarks/gpu_check.py): builds the extension, runs the tests (the GPU ones
-# run there), times the masked-conv kernel and writes benchmarks/results/<gpu-name>.md; without a GPU it says so and
-# runs the static SASS checks. Uses the venv when there is one, else the system python3 (torch >= 2.11, triton >= 3.6).
+# The pretrained MNIST model in pretrained/mnist (config.json, model.safetensors, model card, samples at the seed's
+# temperature 0.6) and the README's sample pictures (0.6 beside 1.0): the default-size model on the 9,000 real MNIST
+# images of ../shared/data, test bits/dim on the 1,000 held out (about 35 min on 2 busy CPU cores).
+PRETRAINED_RUN := runs/mnist-pretrained
+PRETRAINED_TRAIN := python -m pixelcnn.train --dataset folder --data-dir ../shared/data/mnist-t10k-folder --channels 1 \
+	--epochs 13 --compile --save-dir runs --model-name mnist-pretrained
+pretrained: $(STAMP)
+	$(VENV)/bin/$(PRETRAINED_TRAIN)
+	$(PYTHON) -m pixelcnn.sample --checkpoint $(PRETRAINED_RUN)/best.pt --out $(PRETRAINED_RUN)/samples-t0.6.png \
+	  --n-per-class 8 --seed 1 --temperature 0.6
+	$(PYTHON) -m pixelcnn.sample --checkpoint $(PRETRAINED_RUN)/best.pt --out $(PRETRAINED_RUN)/samples-t1.0.png \
+	  --n-per-class 8 --seed 1 --temperature 1.0
+	rm -rf $(PRETRAINED) && $(PYTHON) -m pixelcnn.hub $(PRETRAINED_RUN)/best.pt $(PRETRAINED) --title "PixelCNN MNIST" \
+	  --data "The 9,000 real MNIST test images 0-8999 (../shared/data/mnist-t10k-folder/train; the MNIST training \
+	images are not available offline here); test bits/dim on the 1,000 held-out images 9000-9999 (test/)." \
+	  --command "$(PRETRAINED_TRAIN)" --samples $(PRETRAINED_RUN)/samples-t0.6.png \
+	  --samples-caption "One row per class, temperature 0.6 (the seed's), seed 1."
+	cp $(PRETRAINED_RUN)/samples-t0.6.png docs/images/mnist-samples-t0.6.png
+	cp $(PRETRAINED_RUN)/samples-t1.0.png docs/images/mnist-samples-t1.0.png
+
+# One command for a lent GPU (benchmarks/gpu_check.py, <= 8 min on the H200): builds the extension (sm_90,
+# MAX_JOBS=16), runs the GPU tests, times the masked-conv kernels, the CUDA sampler and a seed-size train step, and
+# writes <gpu-name>.md/.json to GPU_OUT (the device tool's $OUT), the summary table last. Without a GPU it runs the
+# static SASS checks. Uses the venv when there is one, else the system python3 (the GPU machine: torch 2.11, triton
+# 3.6). Through the device tool, from the repository root, nothing carried:  make gpu-check GPU_OUT=$OUT
 GPU_PYTHON ?= $(if $(wildcard $(PYTHON)),$(PYTHON),$(PY))
-# Then the CUDA sampler's benchmarks (seed size included); they skip without a GPU.
+GPU_OUT ?= benchmarks/results
 gpu-check:
-	$(GPU_PYTHON) -m benchmarks.gpu_check
-	$(GPU_PYTHON) -m pytest benchmarks/bench_sampling_cuda.py --benchmark-only --gpu-sizes \
-	  --benchmark-json=benchmarks/results/gpu-sampling.json
+	PYTHONUNBUFFERED=1 timeout 470 $(GPU_PYTHON) -m benchmarks.gpu_check --out $(GPU_OUT)
+
+# The same steps on the CPU under the GPU image's stack (tiny sizes, Triton interpreter): the plan, then the report.
+gpu-rehearse: gpu-image-tree
+	cd $(GPU_TREE) && PYTHONUNBUFFERED=1 $(GPU_PYTHON_LANE) -m benchmarks.gpu_check --rehearse --out $(CURDIR)/build/rehearsal
 
 # The CUDA emulation and the fused sampler kernel's source (no torch) under AddressSanitizer + UBSan.
 COMMA := ,

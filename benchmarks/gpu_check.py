@@ -1,19 +1,27 @@
-"""``make gpu-check`` / ``python -m benchmarks.gpu_check``: everything that needs a GPU, in one command.
+"""``make gpu-check`` / ``python -m benchmarks.gpu_check``: everything that needs a GPU, in one command (<= 8 min).
 
-On a CUDA machine (torch >= 2.11, triton >= 3.6, pytest; no package registry needed) it
-1. builds the C++/CUDA extension in place (``--skip-build`` to keep the one there),
-2. runs the test suite, whose GPU-only tests run there (float64 references, TF32 as PyTorch sets it),
-3. times the masked-conv kernel on the seed's layer shapes: Triton vs cuDNN on W*M and vs cuDNN on the cropped
-   (k//2+1) x k kernel, fp32 (TF32 and IEEE) and bf16, forward and forward+backward, TFLOP/s over live taps,
-   and a seed-size train step (reference vs triton, fp32 and --amp),
-4. writes ``benchmarks/results/<gpu-name>.md`` (and ``.json``) naming the device and versions.
-On a machine without a GPU it says so, runs the static checks (the kernels compiled for sm_90 / sm_80 and their SASS
-read, ``benchmarks.triton_sass``) and exits 0. ``--from-json F`` renders the report of an earlier run's JSON.
+On a CUDA machine (torch >= 2.11, triton >= 3.6, pytest; no package registry needed) it runs the PLAN, in order:
+1. build: the C++/CUDA extension in place (``TORCH_CUDA_ARCH_LIST=9.0``, ``MAX_JOBS=16``; ``--skip-build`` keeps it),
+2. tests: the GPU-only tests and the tests of the GPU-facing code (GPU_TESTS; nothing that needs ../shared, Chromium
+   or Node), in parallel with pytest-xdist when present,
+3. kernels: Triton vs cuDNN on W*M and on the cropped (k//2+1) x k kernel, TF32 / IEEE / bf16, forward and
+   forward+backward, TFLOP/s over live taps,
+4. sampler: the fused CUDA sampler (cached_ext) vs naive and vs cached on the same GPU, batch 1/16/64, at
+   28x28x1 h=64 5 blocks and 32x32x3 h=256 15 blocks,
+5. train_step: a seed-size Adam step, reference vs triton, fp32 vs --amp, eager vs --compile,
+and writes ``<gpu-name>.md`` and ``.json`` to ``--out`` (benchmarks/results by default). Progress lines are flushed
+as they happen; a failing step is recorded in the summary table (printed last) and the others still run.
+``--rehearse`` (CPU, no GPU needed) runs the same steps in the same order with the same flags, the CUDA-only calls
+replaced by their CPU / Triton-interpreter equivalents at tiny sizes, and renders the report from what it measured.
+``--plan`` prints the plan with the estimated minutes per step on the H200. On a machine without a GPU and without
+``--rehearse`` it runs the static checks (kernels compiled for sm_90 / sm_80, SASS read, ``benchmarks.triton_sass``)
+and exits 0. ``--from-json F`` renders the report of an earlier run's JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -65,9 +73,32 @@ def _set_precision(precision: str) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
-def time_kernels(cases=None, precisions=PRECISIONS, impls=("reference", "cropped", "triton"), rep_ms: int = 100):
-    """Median milliseconds and TFLOP/s (live taps) per (case, precision, impl, pass) with triton.testing.do_bench."""
-    import triton
+def median_ms(fn, rep_ms: int, device: str) -> float:
+    """Median milliseconds of ``fn()``: triton.testing.do_bench on CUDA, a few wall-clock calls on CPU (rehearsal)."""
+    if device == "cuda":
+        import triton
+
+        return triton.testing.do_bench(fn, rep=rep_ms, return_mode="median")
+    fn()
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return sorted(times)[1]
+
+
+def time_kernels(
+    cases=None,
+    precisions=PRECISIONS,
+    impls=("reference", "cropped", "triton"),
+    rep_ms: int = 100,
+    device: str = "cuda",
+    tiny: bool = False,
+):
+    """Median milliseconds and TFLOP/s (live taps) per (case, precision, impl, pass); ``tiny``: the rehearsal's
+    scaled-down inputs (batch 2, 8x8, at most 16 channels)."""
+    import dataclasses
 
     from benchmarks.bench_masked_conv import SEED_CASES, make_case, step_fn
 
@@ -76,12 +107,14 @@ def time_kernels(cases=None, precisions=PRECISIONS, impls=("reference", "cropped
         for case in cases or SEED_CASES:
             for precision in precisions:
                 dtype = _set_precision(precision)
-                inputs = make_case(case, dtype, "cuda")
+                inputs = make_case(case, dtype, device, scale_down=tiny)
+                flops_case = case
+                if tiny:
+                    x, w = inputs[0], inputs[1]
+                    flops_case = dataclasses.replace(case, cin=x.shape[1], cout=w.shape[0], n=x.shape[0], size=8)
                 for backward in (False, True):
                     for impl in impls:
-                        ms = triton.testing.do_bench(
-                            step_fn(impl, case, inputs, backward), rep=rep_ms, return_mode="median"
-                        )
+                        ms = median_ms(step_fn(impl, case, inputs, backward), rep_ms, device)
                         rows.append(
                             dict(
                                 case=case.name,
@@ -89,7 +122,7 @@ def time_kernels(cases=None, precisions=PRECISIONS, impls=("reference", "cropped
                                 impl=impl,
                                 mode="fwd+bwd" if backward else "fwd",
                                 ms=round(ms, 4),
-                                tflops=round(case.flops(backward) / (ms * 1e-3) / 1e12, 1),
+                                tflops=round(flops_case.flops(backward) / (ms * 1e-3) / 1e12, 4 if tiny else 1),
                             )
                         )
                         print(
@@ -100,10 +133,18 @@ def time_kernels(cases=None, precisions=PRECISIONS, impls=("reference", "cropped
     return rows
 
 
-def time_train_steps(batch=64, size=32, channels=3, hidden=256, blocks=15, rep_ms: int = 200):
-    """Median ms of one seed-size Adam step (the training loss of ``pixelcnn.train``) per conv impl, fp32 and --amp."""
-    import triton
-
+def time_train_steps(
+    batch=64,
+    size=32,
+    channels=3,
+    hidden=256,
+    blocks=15,
+    rep_ms: int = 200,
+    device: str = "cuda",
+    compiles=(False, True),
+):
+    """Median ms of one Adam step (the training loss of ``pixelcnn.train``) per conv impl, fp32 / --amp and eager /
+    --compile (``torch.compile`` of the model, as ``pixelcnn.train --compile``)."""
     from pixelcnn.config import ModelConfig
     from pixelcnn.model import PixelCNN
     from pixelcnn.train import loss_fn
@@ -111,24 +152,183 @@ def time_train_steps(batch=64, size=32, channels=3, hidden=256, blocks=15, rep_m
     rows = []
     for impl in ("reference", "triton"):
         for amp in (False, True):
-            torch.manual_seed(0)
-            config = ModelConfig(
-                channels=channels, image_size=(size, size), num_classes=10, hidden=hidden, blocks=blocks
-            )
-            model = PixelCNN(config).cuda().set_conv_impl(impl)
-            opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-            image = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8, device="cuda")
-            labels = torch.arange(batch, device="cuda") % 10
+            for compiled in compiles:
+                torch.manual_seed(0)
+                torch._dynamo.reset()
+                config = ModelConfig(
+                    channels=channels, image_size=(size, size), num_classes=10, hidden=hidden, blocks=blocks
+                )
+                model = PixelCNN(config).to(device).set_conv_impl(impl)
+                opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+                run_model = torch.compile(model) if compiled else model
+                image = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8, device=device)
+                labels = torch.arange(batch, device=device) % 10
 
-            def step(model=model, opt=opt, image=image, labels=labels, amp=amp):
-                opt.zero_grad(set_to_none=True)
-                loss_fn(model, image, labels, amp).backward()
-                opt.step()
+                def step(model=run_model, opt=opt, image=image, labels=labels, amp=amp):
+                    opt.zero_grad(set_to_none=True)
+                    loss_fn(model, image, labels, amp).backward()
+                    opt.step()
 
-            ms = triton.testing.do_bench(step, rep=rep_ms, return_mode="median")
-            rows.append(dict(impl=impl, amp=amp, ms=round(ms, 3), images_per_s=round(batch / ms * 1e3, 1)))
-            print(f"train step {impl:9s} amp={amp!s:5s} {ms:8.2f} ms", flush=True)
+                ms = median_ms(step, rep_ms, device)
+                rows.append(
+                    dict(impl=impl, amp=amp, compile=compiled, ms=round(ms, 3), images_per_s=round(batch / ms * 1e3, 1))
+                )
+                print(f"train step {impl:9s} amp={amp!s:5s} compile={compiled!s:5s} {ms:8.2f} ms", flush=True)
     return rows
+
+
+# name: (channels, size, hidden, blocks); the batches of the sampler step
+SAMPLER_SIZES = {"28x28x1-h64-5": (1, 28, 64, 5), "32x32x3-h256-15": (3, 32, 256, 15)}
+SAMPLER_BATCHES = (1, 16, 64)
+
+
+def time_sampler(sizes=SAMPLER_SIZES, batches=SAMPLER_BATCHES, device: str = "cuda", naive_rows: int = 2):
+    """Milliseconds per batch of images: the fused sampler (cached_ext; on CPU the extension's CPU op) vs cached and
+    naive on the same device. Naive runs a ``naive_rows``-row prefix (its cost per row is the same for every row),
+    scaled to the whole image."""
+    import dataclasses
+
+    from pixelcnn.config import ModelConfig
+    from pixelcnn.model import PixelCNN
+    from pixelcnn.sampling import draw_uniforms, sample
+
+    rows = []
+    for name, (c, size, hidden, blocks) in sizes.items():
+        torch.manual_seed(0)
+        model = PixelCNN(ModelConfig(channels=c, image_size=(size, size), num_classes=10, hidden=hidden, blocks=blocks))
+        model = model.to(device).eval()
+        small = PixelCNN(dataclasses.replace(model.config, image_size=(naive_rows, size))).to(device).eval()
+        small.load_state_dict(model.state_dict())
+        for n in batches:
+            labels = torch.arange(n, device=device) % 10
+            u = draw_uniforms((n, c, size, size), torch.Generator().manual_seed(0)).to(device)
+            for method in ("naive", "cached", "cached_ext"):
+                if method == "naive":
+                    u_rows = u[:, :, :naive_rows].contiguous()
+                    fn = functools.partial(sample, small, labels, 1.0, None, "naive", uniforms=u_rows)
+                    scale = size / naive_rows
+                else:
+                    fn, scale = functools.partial(sample, model, labels, 1.0, None, method, uniforms=u), 1.0
+
+                def timed(fn=fn):
+                    fn()
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+
+                with torch.no_grad():
+                    ms = median_ms(timed, 100, device) * scale
+                rows.append(dict(size=name, batch=n, method=method, ms=round(ms, 3)))
+                print(f"sampler {name:16s} batch {n:3d} {method:10s} {ms:10.2f} ms", flush=True)
+    return rows
+
+
+# The GPU-only tests and the tests of the GPU-facing code: none needs ../shared, Chromium or Node.
+GPU_TESTS = (
+    "tests/test_triton_masked_conv.py",
+    "tests/test_triton_auto.py",
+    "tests/test_triton_gpu_check.py",
+    "tests/test_triton_sass.py",
+    "tests/test_precision.py",
+    "tests/test_cuda_emulated.py",
+    "tests/test_extension.py",
+)
+# (step, estimated minutes on the H200 with 16 cores, what it does)
+PLAN = (
+    ("build", 2.5, "extension build, TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16"),
+    ("tests", 1.5, "pytest " + " ".join(GPU_TESTS) + " (-n 8 with pytest-xdist)"),
+    ("kernels", 1.5, "masked conv Triton vs cuDNN W*M and cropped; tf32/ieee/bf16; fwd and fwd+bwd"),
+    ("sampler", 1.0, "cached_ext vs cached vs naive, batch 1/16/64, 28x28x1 h64 b5 and 32x32x3 h256 b15"),
+    ("train_step", 1.0, "seed-size Adam step, reference/triton x fp32/--amp x eager/--compile"),
+)
+
+
+def print_plan(rehearse: bool) -> None:
+    total = sum(m for _, m, _ in PLAN)
+    print(f"gpu-check plan ({'rehearsal on CPU, tiny sizes' if rehearse else 'GPU'}; minutes estimated on the H200):")
+    for i, (name, minutes, what) in enumerate(PLAN, 1):
+        print(f"  {i}. {name:10s} ~{minutes:.1f} min  {what}", flush=True)
+    print(f"  total      ~{total:.1f} min (plus the device machine's start)", flush=True)
+
+
+def _pytest_cmd(rehearse: bool) -> list[str]:
+    import importlib.util
+
+    cmd = [sys.executable, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider", *GPU_TESTS]
+    if importlib.util.find_spec("xdist") is not None and not rehearse:
+        cmd += ["-n", "8"]
+    if rehearse:  # the same files and command; on CPU only the quick rules, the interpreter tests run in CI
+        cmd += ["-k", "precision or gpu_check"]
+    return cmd
+
+
+def run_plan(
+    result: dict, rehearse: bool, skip_build: bool, skip_tests: bool, quick: bool, out: str | None = None
+) -> int:
+    """Every PLAN step in order; a failure is recorded in result['steps'] and the next step still runs. With ``out``
+    the report is rewritten after every step, so that a run stopped by a time limit keeps what it measured."""
+    from benchmarks.bench_masked_conv import SEED_CASES
+
+    device = "cpu" if rehearse else "cuda"
+    steps = result.setdefault("steps", [])
+    status = 0
+    for name, minutes, _ in PLAN:
+        start = time.perf_counter()
+        print(f"== {name} (estimated {minutes:.1f} min on the H200)", flush=True)
+        try:
+            if name == "build":
+                if skip_build:
+                    steps.append(dict(step=name, status="skipped", seconds=0.0, estimate_min=minutes))
+                    continue
+                env = dict(os.environ, TORCH_CUDA_ARCH_LIST="9.0", MAX_JOBS="2" if rehearse else "16")
+                rc = _run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], env=env)
+                if rc:
+                    raise RuntimeError(f"extension build exit {rc}")
+            elif name == "tests":
+                if skip_tests:
+                    steps.append(dict(step=name, status="skipped", seconds=0.0, estimate_min=minutes))
+                    continue
+                rc = _run(_pytest_cmd(rehearse))
+                result["tests"] = "passed" if rc == 0 else f"FAILED (pytest exit {rc})"
+                if rc:
+                    raise RuntimeError(f"pytest exit {rc}")
+            elif name == "kernels":
+                cases = SEED_CASES[-1:] if quick else SEED_CASES
+                precisions = ("bf16",) if quick else PRECISIONS
+                result["kernels"] = time_kernels(cases, precisions, device=device, tiny=rehearse)
+            elif name == "sampler":
+                sizes = {"tiny-4x4x1-h8-1": (1, 4, 8, 1)} if rehearse else SAMPLER_SIZES
+                result["sampler"] = time_sampler(sizes, (1, 2) if rehearse else SAMPLER_BATCHES, device)
+            elif name == "train_step":
+                kw = dict(batch=2, size=4, channels=1, hidden=8, blocks=1) if rehearse else {}
+                result["train_step"] = time_train_steps(
+                    device=device, compiles=(False,) if quick else (False, True), **kw
+                )
+            steps.append(
+                dict(step=name, status="ok", seconds=round(time.perf_counter() - start, 1), estimate_min=minutes)
+            )
+        except Exception as e:  # noqa: BLE001 -- one step's failure is reported, the others still run
+            status = 1
+            message = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+            print(f"!! {name} failed: {message}", flush=True)
+            steps.append(
+                dict(
+                    step=name,
+                    status="FAILED: " + message,
+                    seconds=round(time.perf_counter() - start, 1),
+                    estimate_min=minutes,
+                )
+            )
+        if out:
+            write_report(result, out)
+    return status
+
+
+def render_summary(result: dict) -> str:
+    lines = ["| step | status | seconds | estimate on the H200 (min) |", "|---|---|---|---|"]
+    lines += [
+        f"| {r['step']} | {r['status']} | {r['seconds']} | {r['estimate_min']} |" for r in result.get("steps", [])
+    ]
+    return "\n".join(lines)
 
 
 def render_report(result: dict) -> str:
@@ -168,10 +368,19 @@ def render_report(result: dict) -> str:
             "",
             "Seed-size train step (batch 64, 32x32x3, h=256, 15 blocks; Adam; `--amp` = bf16 autocast):",
             "",
-            "| conv | amp | ms | images/s |",
-            "|---|---|---|---|",
+            "| conv | amp | compile | ms | images/s |",
+            "|---|---|---|---|---|",
         ]
-        lines += [f"| {r['impl']} | {r['amp']} | {r['ms']} | {r['images_per_s']} |" for r in result["train_step"]]
+        lines += [
+            f"| {r['impl']} | {r['amp']} | {r.get('compile', False)} | {r['ms']} | {r['images_per_s']} |"
+            for r in result["train_step"]
+        ]
+    if result.get("sampler"):
+        lines += ["", "Sampler, ms per batch (naive: a row prefix scaled to the image):", ""]
+        lines += ["| size | batch | method | ms |", "|---|---|---|---|"]
+        lines += [f"| {r['size']} | {r['batch']} | {r['method']} | {r['ms']} |" for r in result["sampler"]]
+    if result.get("steps"):
+        lines += ["", "Steps:", "", render_summary(result)]
     return "\n".join(lines) + "\n"
 
 
@@ -201,18 +410,29 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=RESULTS, help="directory for <gpu-name>.md / .json (default benchmarks/results)")
     p.add_argument("--skip-build", action="store_true", help="keep the extension already built")
-    p.add_argument("--skip-tests", action="store_true", help="only the kernel benchmark")
-    p.add_argument("--quick", action="store_true", help="bf16 and one layer only (a smoke run)")
+    p.add_argument("--skip-tests", action="store_true", help="only the benchmarks")
+    p.add_argument("--quick", action="store_true", help="bf16 and one layer, no --compile (a smoke run)")
+    p.add_argument("--rehearse", action="store_true", help="every step on the CPU at tiny sizes (no GPU needed)")
+    p.add_argument("--plan", action="store_true", help="print the plan with estimated minutes and exit")
     p.add_argument("--from-json", help="render the report of an earlier run's JSON and exit")
     a = p.parse_args(argv)
+    if a.plan:
+        print_plan(a.rehearse)
+        return 0
     if a.from_json:
         with open(a.from_json) as f:
             print(write_report(json.load(f), a.out))
         return 0
-    if not torch.cuda.is_available():
+    if a.rehearse and os.environ.get("TRITON_INTERPRET") != "1":
+        # the Triton op reads TRITON_INTERPRET at import: the rehearsal runs in a child process that has it set
+        env = dict(os.environ, TRITON_INTERPRET="1", PYTHONUNBUFFERED="1")
+        return subprocess.run(
+            [sys.executable, "-m", "benchmarks.gpu_check", *(argv or sys.argv[1:])], env=env
+        ).returncode
+    if not a.rehearse and not torch.cuda.is_available():
         print(
             "gpu-check: no CUDA GPU on this machine; running the static checks only (kernels compiled for "
-            "sm_90/sm_80, SASS read). Run `make gpu-check` on a GPU machine for the tests and the benchmark."
+            "sm_90/sm_80, SASS read). Run `make gpu-check` on a GPU machine, or --rehearse here."
         )
         static_checks()
         return 0
@@ -222,28 +442,18 @@ def main(argv=None) -> int:
         return 2
     import triton
 
+    print_plan(a.rehearse)
     result = dict(
-        device=torch.cuda.get_device_name(),
+        device="rehearsal-cpu" if a.rehearse else torch.cuda.get_device_name(),
         torch=torch.__version__,
         triton=triton.__version__,
         cuda=torch.version.cuda,
         python=platform.python_version(),
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     )
-    status = 0
-    if not a.skip_build:
-        status |= _run([sys.executable, "setup.py", "build_ext", "--inplace"])
-    if not a.skip_tests:
-        rc = _run([sys.executable, "-m", "pytest", "-q", "-ra", "tests"])
-        result["tests"] = "passed" if rc == 0 else f"FAILED (pytest exit {rc})"
-        status |= rc
-    from benchmarks.bench_masked_conv import SEED_CASES
-
-    cases = SEED_CASES[-1:] if a.quick else SEED_CASES
-    result["kernels"] = time_kernels(cases, ("bf16",) if a.quick else PRECISIONS)
-    if not a.quick:
-        result["train_step"] = time_train_steps()
-    print("wrote", write_report(result, a.out))
+    status = run_plan(result, a.rehearse, a.skip_build, a.skip_tests, a.quick, a.out)
+    print("wrote", write_report(result, a.out), flush=True)
+    print(render_summary(result), flush=True)
     return status
 
 

@@ -39,8 +39,39 @@ def test_report_from_fixture_json(tmp_path):
     # 0.3 / 0.12 and 0.24 / 0.12: Triton's speedups over cuDNN on W*M and on the crop
     assert "| 3x3B-h256 | bf16 | fwd | 0.3 | 0.24 | 0.12 | 358.0 | 2.50x | 2.00x |" in md
     assert "| 3x3B-h256 | tf32 | fwd+bwd | 1.5 | - | - | - | - | - |" in md  # a row without Triton: no speedup
-    assert "| triton | True | 21.5 | 2976.7 |" in md
+    assert "| triton | True | False | 21.5 | 2976.7 |" in md  # rows of runs before --compile: eager
     assert json.loads((tmp_path / "out" / "nvidia-h100-80gb-hbm3.json").read_text()) == FIXTURE
+
+
+def test_one_failing_step_is_reported_and_the_others_still_run(monkeypatch):
+    """The rehearsal's steps on the CPU: a step that raises is a FAILED row, the later steps still measure, and the
+    report ends with the summary table in the plan's order."""
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("kernel exploded")
+
+    monkeypatch.setattr(gpu_check, "time_kernels", boom)
+    result = dict(device="rehearsal-cpu", torch=torch.__version__, triton="3.x")
+    assert gpu_check.run_plan(result, rehearse=True, skip_build=True, skip_tests=True, quick=True) == 1
+    assert [r["step"] for r in result["steps"]] == [name for name, _, _ in gpu_check.PLAN]
+    status = {r["step"]: r["status"] for r in result["steps"]}
+    assert status["kernels"] == "FAILED: RuntimeError: kernel exploded"
+    assert status["sampler"] == status["train_step"] == "ok" and status["build"] == "skipped"
+    assert {(r["batch"], r["method"]) for r in result["sampler"]} == {
+        (n, m) for n in (1, 2) for m in ("naive", "cached", "cached_ext")
+    }
+    assert all(r["ms"] > 0 for r in result["sampler"] + result["train_step"])
+    md = gpu_check.render_report(result)
+    assert md.rstrip().splitlines()[-1].startswith("| train_step | ok |")
+    assert "| kernels | FAILED: RuntimeError: kernel exploded |" in md
+
+
+def test_plan_prints_every_step_with_its_minutes(capsys):
+    assert gpu_check.main(["--plan"]) == 0
+    out = capsys.readouterr().out
+    for name, minutes, _ in gpu_check.PLAN:
+        assert f"{name}" in out and f"~{minutes:.1f} min" in out
+    assert sum(m for _, m, _ in gpu_check.PLAN) <= 8.0  # the one GPU command's budget
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path of gpu-check")
