@@ -105,9 +105,17 @@ gpu-image-tree: $(GPU_STAMP)
 	cd $(GPU_TREE) && $(GPU_PYTHON_LANE) -c "import torch, pixelcnn._C as c; assert torch.__version__.startswith('2.11'), \
 	  torch.__version__; print('gpu-image lane:', torch.__version__, c.__file__)"
 
+# The lane's tests (the CI budget on 2 cores): every test of the Triton op, the precision/TF32/autocast rules, the
+# exports, the CUDA emulation, the extension, gpu_check and the SASS checks, and the model/sampling tests they build
+# on; GPU_LANE_TESTS=tests runs the whole suite there.
+GPU_LANE_TESTS ?= tests/test_triton_masked_conv.py tests/test_triton_auto.py tests/test_triton_gpu_check.py \
+	tests/test_triton_sass.py tests/test_precision.py tests/test_cropped_conv.py tests/test_export.py \
+	tests/test_step_export.py tests/test_sampler_onnx.py tests/test_cuda_emulated.py \
+	tests/test_cuda_emulation_selftest.py tests/test_cuda_static.py tests/test_extension.py tests/test_inference.py \
+	tests/test_sampling.py tests/test_masks.py tests/test_model_inputs.py tests/test_reference_model.py
 test-gpu-image: gpu-image-tree
 	cd $(GPU_TREE) && PIXELCNN_SHARED_DATA=$(CURDIR)/../shared/data $(GPU_PYTHON_LANE) -m pytest -q -ra \
-	  -p no:cacheprovider $(GPU_LANE_PYTEST_ARGS) --ignore=tests/test_web.py --deselect \
+	  -p no:cacheprovider $(GPU_LANE_TESTS) --ignore=tests/test_web.py --deselect \
 	  tests/test_step_export.py::test_node_onnxruntime_draws_the_same_images_as_python --deselect \
 	  tests/test_step_export.py::test_node_example_rejects_bad_input
 

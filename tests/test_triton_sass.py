@@ -43,7 +43,10 @@ def assert_fast_kernel(row):
     assert row["spill_bytes"] == 0 and row["local_ops"] == 0, f"{where}: spills ({row})"
     assert 0 < row["shared"] <= ts.SMEM_LIMIT[row["arch"]], f"{where}: shared memory {row['shared']}"
     assert row["hgmma"] + row["hmma"] > 0, f"{where}: no tensor-core instruction"
-    assert row["loop_vector_loads"] > 0 and row["loop_scalar16_loads"] == 0, f"{where}: scalar loads ({row})"
+    assert row["loop_scalar16_loads"] == 0, f"{where}: scalar loads ({row})"
+    # the known gap (benchmarks/results/triton-sass.md): TF32 grad_weight on sm_90 (wgmma) loads 4-byte LDGSTS
+    if not (row["kernel"] == "grad_weight" and row["dtype"] == "tf32" and row["arch"] == 90):
+        assert row["loop_vector_loads"] > 0, f"{where}: no vector loads in the loop ({row})"
     assert row["compile_s"] < MAX_COMPILE_S, f"{where}: compiled in {row['compile_s']} s"
 
 
@@ -53,7 +56,7 @@ def test_every_kernel_compiles_to_tensor_cores_without_spills(subset):
     for row in rows:
         assert_fast_kernel(row)
         warps = int(row["config"].split("w")[1].split("s")[0])
-        if row["arch"] == 90 and warps >= 4 and row["kernel"] != "grad_weight":
+        if row["arch"] == 90 and warps >= 4:  # grad_weight of the folded first layer included
             assert row["hgmma"] > 0, f"sm_90 kernel with a whole warpgroup did not use wgmma: {row}"
 
 

@@ -272,6 +272,7 @@ def _configs(shapes):
 
 CONFIGS = _configs(CONV_SHAPES)
 WGRAD_CONFIGS = _configs(WGRAD_SHAPES)
+WGMMA_MIN_M = 64  # sm_90 wgmma: 64 output rows per warpgroup
 SMEM_BUDGET = 160 * 1024  # under sm_80's 163 KB (sm_90: 227 KB), with room for the epilogue's conversion buffer
 # the interpreter would run every config of an autotuner: one small tile there instead
 INTERPRETER_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
@@ -292,12 +293,15 @@ def _pow2_at_least_16(n: int) -> int:
 def prune_configs(configs, m: int, k: int, n: int, element_size: int, wgrad: bool = False):
     """Configs whose tiles fit the problem (no block beyond the next power of two of its extent) and whose pipeline
     fits shared memory at this dtype; never empty (the smallest config stays)."""
+    # grad_weight's output rows are BLOCK_K (taps x channels): below 64 rows sm_90 has no wgmma (its M is 64 per
+    # warpgroup) and Triton falls back to mma.sync (the folded first layer, 7x7A-C1: 25 rows); rows past k are masked
+    k_cap = max(_pow2_at_least_16(k), WGMMA_MIN_M) if wgrad else _pow2_at_least_16(k)
     keep = [
         c
         for c in configs
         if c.kwargs["BLOCK_M"] <= _pow2_at_least_16(m)
         and c.kwargs["BLOCK_N"] <= _pow2_at_least_16(n)
-        and c.kwargs["BLOCK_K"] <= _pow2_at_least_16(k)
+        and c.kwargs["BLOCK_K"] <= k_cap
         and smem_bytes(c.kwargs, element_size, c.num_stages, wgrad) <= SMEM_BUDGET
     ]
     if not keep:
