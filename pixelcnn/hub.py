@@ -89,6 +89,7 @@ def save_pretrained(
         os.close(fd)
         try:
             write(tmp)
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the files from other users
             os.replace(tmp, os.path.join(save_directory, name))
         except BaseException:
             if os.path.exists(tmp):
