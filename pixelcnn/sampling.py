@@ -16,7 +16,7 @@ from pixelcnn.draw import draw_values
 from pixelcnn.extension import extension_error, load_extension
 from pixelcnn.model import PixelCNN
 from pixelcnn.ops.cached_sample import cached_sample
-from pixelcnn.step import CachedStep
+from pixelcnn.step import cached_step
 
 METHODS = ("naive", "cached", "cached_ext", "cuda_emulated")
 
@@ -144,12 +144,13 @@ def _sample_naive(model, labels, u, temperature, known, known_mask, progress):
 
 
 class CachedSampler:
-    """Incremental sampler: runs the one cached step (``pixelcnn.step.CachedStep``) for every sub-pixel, each
-    spatial layer keeping a ring buffer of its last k//2+1 input rows, and writes each drawn (or known) value into
+    """Incremental sampler: runs the one cached step of the model's architecture (``pixelcnn.step.cached_step``:
+    its ``start_row`` at the start of each row, its ``subpixel`` for every sub-pixel), each spatial layer keeping a
+    ring buffer of its input rows, and writes each drawn (or known) value into
     the first layer's buffer, where later sub-pixels read it."""
 
     def __init__(self, model: PixelCNN, labels: Optional[torch.Tensor], n: int):
-        self.step = CachedStep(model)
+        self.step = cached_step(model)
         self.labels, self.n = labels, n
         self.caches = self.step.initial_caches(n)
 
@@ -173,6 +174,8 @@ class CachedSampler:
         n, c, h, w = u.shape
         image = torch.zeros(n, c, h, w, dtype=torch.uint8, device=u.device)
         for i, j, k in _positions(c, h, w, progress, "sample cached"):
+            if j == 0 and k == 0:  # row i-1 is complete: the once-per-row work (gated: the vertical stack)
+                self.caches = self.step.start_row(i, self.labels, self.caches)
             kv, km = (known[:, k, i, j], known_mask[:, k, i, j]) if known is not None else (None, None)
             image[:, k, i, j], self.caches = self.step.sample_subpixel(
                 i, j, k, self.labels, self.caches, u[:, k, i, j], temperature, draw_values, kv, km
