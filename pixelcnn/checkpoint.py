@@ -13,7 +13,8 @@ import torch
 
 from pixelcnn.atomic import atomic_write
 from pixelcnn.config import LEGACY_MODEL_KEYS, Config
-from pixelcnn.model import PixelCNN
+from pixelcnn.architectures import build_model
+from pixelcnn.model import AutoregressiveModel
 
 FORMAT = "pixelcnn-checkpoint-v1"
 
@@ -102,12 +103,12 @@ def check_compatible(state: dict, cfg: Config, path: str) -> None:
         )
 
 
-def load_model(path: str, map_location: Any = "cpu") -> tuple[PixelCNN, Config, dict]:
+def load_model(path: str, map_location: Any = "cpu") -> tuple[AutoregressiveModel, Config, dict]:
     """Rebuild the trained model from a checkpoint: ``(model in eval mode, run config, data metadata)``; the model's
     shape is ``cfg.model`` (a ModelConfig), the metadata adds the class names when the run knew them."""
     state = load_checkpoint(path, map_location)
     cfg = checkpoint_config(state, path)
-    model = PixelCNN(cfg.model)
+    model = build_model(cfg.model)
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as e:
