@@ -11,9 +11,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from pixelcnn.architectures import build_model
 from pixelcnn.atomic import atomic_write
 from pixelcnn.config import LEGACY_MODEL_KEYS, Config
-from pixelcnn.architectures import build_model
 from pixelcnn.model import AutoregressiveModel
 
 FORMAT = "pixelcnn-checkpoint-v1"

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pixelcnn.architectures import build_model
 from pixelcnn.atomic import atomic_write, atomic_write_text
 from pixelcnn.checkpoint import (
     CheckpointError,
@@ -38,7 +39,6 @@ from pixelcnn.cpu_allocator import keep_heap
 from pixelcnn.data import DataError, ImageData, load_data, make_loader
 from pixelcnn.images import save_grid
 from pixelcnn.likelihood import nll_nats
-from pixelcnn.architectures import build_model
 from pixelcnn.model import AutoregressiveModel
 from pixelcnn.sampling import resolve_method, sample
 
@@ -158,7 +158,11 @@ def resolve_device(name: str, ddp: Optional[Dist] = None) -> torch.device:
 
 
 def resolve_conv(
-    conv: str, device: torch.device, model: Optional[AutoregressiveModel] = None, batch_size: int = 16, amp: bool = False
+    conv: str,
+    device: torch.device,
+    model: Optional[AutoregressiveModel] = None,
+    batch_size: int = 16,
+    amp: bool = False,
 ) -> str:
     """``auto``: the reference on CPU; on CUDA the faster of reference and triton, timed on ``model`` (with ``amp``)."""
     if conv != "auto":
