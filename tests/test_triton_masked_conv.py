@@ -116,6 +116,12 @@ CASES = [  # (n, cin, cout, h, w, k, mask, colors, bias, cond, residual, relu)
     (2, 17, 5, 4, 9, 5, "B", 1, True, False, True, False),  # per-tap K-chunk loop
     (2, 9, 12, 5, 5, 1, "B", 3, True, False, True, False),
     (2, 20, 18, 7, 5, 3, "B", 3, True, True, True, True),  # Cin/Cout beyond one 16-wide block
+    # the gated stacks' masks: vertical (whole rows, the centre row included after the first layer) and horizontal
+    (2, 3, 8, 6, 7, 7, "vA", 3, True, True, False, False),  # gated first layer, folded
+    (2, 1, 8, 6, 7, 7, "hA", 1, True, False, True, False),
+    (2, 6, 8, 7, 5, 3, "vB", 3, True, True, True, False),
+    (2, 17, 6, 5, 6, 3, "hB", 3, False, True, True, True),
+    (1, 5, 7, 6, 6, 5, "vB", 1, True, False, False, True),
 ]
 
 
@@ -313,6 +319,21 @@ def test_live_taps_are_a_raster_prefix_known_from_the_kernel_size():
                 n = live_tap_count(k)
                 assert torch.all(m[:, :, n:] == 0)
                 assert len(live_taps(k, mask_type, colors)) == n - (mask_type == "A" and colors == 1)
+                assert live_tap_count(k, conv_mask(6, 6, k, mask_type, 3)) == n
+
+
+def test_gated_masks_live_tap_prefix_is_read_from_the_mask():
+    """The gated stacks' masks: vertical ones are whole-row prefixes (p x k, (p+1) x k), horizontal ones end at the
+    centre; nothing live lies past the count."""
+    from pixelcnn.ops.triton_masked_conv import live_tap_count
+
+    for k in (3, 5, 7):
+        p = k // 2
+        want = {"vA": p * k, "vB": (p + 1) * k, "hA": p * k + p + 1, "hB": p * k + p + 1}
+        for mask_type, n in want.items():
+            m = conv_mask(8, 6, k, mask_type, 3, gated_out=True)
+            assert live_tap_count(k, m) == n, mask_type
+            assert torch.all(m.flatten(2)[:, :, n:] == 0) and torch.any(m.flatten(2)[:, :, n - 1] != 0)
 
 
 def test_precision_follows_torch_settings(monkeypatch):
