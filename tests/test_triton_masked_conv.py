@@ -372,13 +372,23 @@ def test_precision_none_inherits_and_the_legacy_switch_is_honoured(monkeypatch):
     assert tmc.fp32_precision() == "ieee"
 
 
-def test_model_with_triton_op_compiles_fullgraph_without_graph_breaks():
+@pytest.mark.parametrize("arch", ["pixelcnn", "gated"])
+def test_model_with_triton_op_compiles_fullgraph_without_graph_breaks(arch):
     from pixelcnn.likelihood import nll_nats
     from tests.helpers import random_model
 
     model = random_model(
-        channels=3, num_classes=4, hidden=6, blocks=1, kernel_size=3, size=(4, 5), dtype=torch.float32, std=0.2
+        channels=3,
+        num_classes=4,
+        hidden=6,
+        blocks=1,
+        kernel_size=3,
+        size=(4, 5),
+        dtype=torch.float32,
+        std=0.2,
+        arch=arch,
     ).to(DEVICE)
+    first = model.masked_convs()[0]  # the image layer (gated: the vertical stack's)
     image = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8, device=DEVICE)
     labels = torch.tensor([1, 3], device=DEVICE)
     want = model(image, labels)
@@ -391,11 +401,11 @@ def test_model_with_triton_op_compiles_fullgraph_without_graph_breaks():
     tol = 1e-2 if CUDA else 1e-4  # TF32 on a GPU
     assert float((got - want).abs().max().detach()) <= tol * float(want.abs().max().detach())
     nll_nats(compiled(image, labels), image).backward()
-    g_triton = model.conv_first.weight.grad.clone()
+    g_triton = first.weight.grad.clone()
     model.zero_grad()
     model.set_conv_impl("reference")
     nll_nats(model(image, labels), image).backward()
-    g_ref = model.conv_first.weight.grad
+    g_ref = first.weight.grad
     assert float((g_triton - g_ref).abs().max()) <= tol * float(g_ref.abs().max())
 
 
