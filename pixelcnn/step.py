@@ -388,4 +388,6 @@ class GatedCachedStep(_Step):
 
 def cached_step(model) -> _Step:
     """The cached step of ``model``'s architecture."""
-    return GatedCachedStep(model) if hasattr(model, "layers") else CachedStep(model)
+    from pixelcnn.gated import GatedPixelCNN
+
+    return GatedCachedStep(model) if isinstance(model, GatedPixelCNN) else CachedStep(model)

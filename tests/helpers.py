@@ -39,7 +39,16 @@ def random_model(
 
 
 def write_checkpoint(
-    folder, channels=1, size=(28, 28), num_classes=10, hidden=8, blocks=2, kernel_size=7, std=0.3, name="model.pt"
+    folder,
+    channels=1,
+    size=(28, 28),
+    num_classes=10,
+    hidden=8,
+    blocks=2,
+    kernel_size=7,
+    std=0.3,
+    name="model.pt",
+    arch="pixelcnn",
 ):
     """Save a random model as a training checkpoint would (what the exporters read); returns (path, model)."""
     from pixelcnn.checkpoint import save_checkpoint
@@ -54,6 +63,7 @@ def write_checkpoint(
         size=size,
         dtype=torch.float32,
         std=std,
+        arch=arch,
     )
     path = str(folder / name)
     save_checkpoint(path, {"config": Config(model=model.config).to_dict(), "model": model.state_dict()})
