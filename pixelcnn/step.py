@@ -335,7 +335,7 @@ class GatedCachedStep(_Step):
             if b + 1 < len(self.layers):
                 nxt = self.layers[b + 1].v
                 caches[2 * b + 1] = nxt.store_row(caches[2 * b + 1], gate(pre), i)
-        caches[-1] = torch.stack(links).permute(0, 1, 3, 2).contiguous()  # [L, W, 2h, N]
+        caches[-1] = torch.stack(links).transpose(2, 3).clone(memory_format=torch.contiguous_format)  # [L, W, 2h, N]
         return caches
 
     def subpixel(
