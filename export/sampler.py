@@ -32,7 +32,7 @@ from torch import nn
 
 from pixelcnn.draw import draw_rule
 from pixelcnn.model import PixelCNN
-from pixelcnn.step import CachedStep
+from pixelcnn.step import cached_step
 
 
 def _draw(logits: torch.Tensor, u: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
@@ -49,7 +49,7 @@ class SamplerModule(nn.Module):
 
     def __init__(self, model: PixelCNN, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.step = CachedStep(model).to(dtype)
+        self.step = cached_step(model).to(dtype)
         self.conditional = model.num_classes > 0
 
     def forward(
@@ -88,9 +88,47 @@ class SamplerModule(nn.Module):
             )
             return (t + 1, torch.index_put(image, (at,), value.unsqueeze(0)), *caches)
 
+        def row_cond(r, image, *caches):
+            return r < height
+
+        def row_body(r, image, *caches):
+            # the once-per-row work (the gated vertical stack), then a Loop over the row's W * C sub-pixels that
+            # carries only the caches a sub-pixel changes (the others are read-only inside it)
+            caches = step.start_row(r, label, caches)
+            written = step.subpixel_caches()
+
+            def sub_cond(t, image, *carried):
+                return t < width * colours
+
+            def sub_body(t, image, *carried):
+                state = list(caches)
+                for k, x in zip(written, carried, strict=True):
+                    state[k] = x
+                j, c = t // colours, t % colours
+                at = (r * (width * colours) + t).reshape(1)
+                value, state = step.sample_subpixel(
+                    r,
+                    j,
+                    c,
+                    label,
+                    state,
+                    u.index_select(0, at).reshape(-1),
+                    temp,
+                    _draw,
+                    kv.index_select(0, at).reshape(-1),
+                    km.index_select(0, at).reshape(-1),
+                )
+                return (t + 1, torch.index_put(image, (at,), value.unsqueeze(0)), *(state[k] for k in written))
+
+            zero = torch.zeros((), dtype=torch.int64)
+            _, image, *carried = while_loop(sub_cond, sub_body, (zero, image, *(caches[k] for k in written)))
+            for k, x in zip(written, carried, strict=True):
+                caches[k] = x
+            return (r + 1, image, *caches)
+
         start = (torch.zeros((), dtype=torch.int64), torch.zeros_like(kv), *step.initial_caches(n))
-        image = while_loop(cond, body, start)[1]  # [H * W * C, N]
-        return image.reshape(height, width, colours, n).permute(3, 2, 0, 1)
+        image = while_loop(row_cond if step.per_row else cond, row_body if step.per_row else body, start)[1]
+        return image.reshape(height, width, colours, n).permute(3, 2, 0, 1)  # from [H * W * C, N]
 
 
 class UnconditionalSamplerModule(SamplerModule):

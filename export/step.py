@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pixelcnn.model import PixelCNN
-from pixelcnn.step import CachedStep
+from pixelcnn.step import cached_step
 
 
 class StepModule(nn.Module):
@@ -30,7 +30,7 @@ class StepModule(nn.Module):
 
     def __init__(self, model: PixelCNN, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.step = CachedStep(model).to(dtype)
+        self.step = cached_step(model).to(dtype)
         self.channels, self.width = model.channels, model.image_size[1]
         self.conditional = model.num_classes > 0
 

@@ -11,9 +11,10 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from pixelcnn.architectures import build_model
 from pixelcnn.atomic import atomic_write
 from pixelcnn.config import LEGACY_MODEL_KEYS, Config
-from pixelcnn.model import PixelCNN
+from pixelcnn.model import AutoregressiveModel
 
 FORMAT = "pixelcnn-checkpoint-v1"
 
@@ -102,7 +103,7 @@ def check_compatible(state: dict, cfg: Config, path: str) -> None:
         )
 
 
-def load_model(path: str, map_location: Any = "cpu") -> tuple[PixelCNN, Config, dict]:
+def load_model(path: str, map_location: Any = "cpu") -> tuple[AutoregressiveModel, Config, dict]:
     """Rebuild the trained model from a checkpoint: ``(model in eval mode, run config, data metadata)``; the model's
     shape is ``cfg.model`` (a ModelConfig), the metadata adds the class names when the run knew them. ``path`` may
     also be a pretrained folder (config.json + model.safetensors, see pixelcnn.hub) or a Hub repo id."""
@@ -110,7 +111,7 @@ def load_model(path: str, map_location: Any = "cpu") -> tuple[PixelCNN, Config, 
         return _load_pretrained_model(path, map_location)
     state = load_checkpoint(path, map_location)
     cfg = checkpoint_config(state, path)
-    model = PixelCNN(cfg.model)
+    model = build_model(cfg.model)
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as e:
@@ -127,7 +128,7 @@ def load_model(path: str, map_location: Any = "cpu") -> tuple[PixelCNN, Config, 
     return model.to(map_location).eval(), cfg, meta
 
 
-def _load_pretrained_model(path: str, map_location: Any) -> tuple[PixelCNN, Config, dict]:
+def _load_pretrained_model(path: str, map_location: Any) -> tuple[AutoregressiveModel, Config, dict]:
     from pixelcnn.hub import PretrainedError, load_pretrained
 
     try:

@@ -17,6 +17,7 @@ DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "folder")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CONVS = ("auto", "reference", "triton")
 SAMPLE_METHODS = ("auto", "naive", "cached", "cached_ext")
+ARCHS = ("pixelcnn", "gated")
 # the data options that fix the network's input: a checkpoint only resumes a run with the same values
 DATA_ARCH_KEYS = ("dataset", "channels", "img_size")
 
@@ -84,12 +85,20 @@ class ModelConfig:
     channels: int = knob(1, "image channels: 1 (grey) or 3 (RGB)")
     image_size: tuple[int, int] = knob((28, 28), "image height and width")
     num_classes: int = knob(10, "conditioning classes (0: unconditional)")
+    arch: str = knob(
+        "pixelcnn",
+        "pixelcnn (masked 3x3 residual stack, has the blind spot) or gated (vertical + horizontal gated stacks, "
+        "no blind spot)",
+        choices=ARCHS,
+    )
     hidden: int = knob(64, "h: residual blocks carry 2h channels, their masked k x k convs h")
     blocks: int = knob(5, "number of residual blocks")
     kernel_size: int = knob(7, "k0: size of the first (mask A) convolution, odd")
     block_kernel_size: int = knob(3, "size of each residual block's masked (mask B) convolution, odd")
 
     def validate(self) -> ModelConfig:
+        if self.arch not in ARCHS:
+            raise ValueError(f"model arch={self.arch!r} must be one of {ARCHS}")
         if self.channels not in (1, 3):
             raise ValueError(f"model channels={self.channels} must be 1 or 3")
         if self.hidden < self.channels:
@@ -220,6 +229,7 @@ class Config:
         m = self.model
         return {
             **{k: getattr(self, k) for k in DATA_ARCH_KEYS},
+            "model.arch": m.arch,
             "model.hidden": m.hidden,
             "model.blocks": m.blocks,
             "model.kernel_size": m.kernel_size,

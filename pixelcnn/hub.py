@@ -25,8 +25,6 @@ from pixelcnn.config import ModelConfig
 
 FORMAT = "pixelcnn-pretrained-v1"
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, SAMPLES_NAME = "config.json", "model.safetensors", "README.md", "samples.png"
-# model class name in config.json -> "module:attribute"; a new architecture adds its class here
-MODEL_CLASSES = {"PixelCNN": "pixelcnn.model:PixelCNN"}
 
 
 class PretrainedError(ValueError):
@@ -43,16 +41,18 @@ def _need(module: str):
         ) from None
 
 
-def model_class(name: str):
-    if name not in MODEL_CLASSES:
-        raise PretrainedError(f"config.json names model class {name!r}; known classes are {sorted(MODEL_CLASSES)}")
-    module, attr = MODEL_CLASSES[name].split(":")
-    return getattr(__import__(module, fromlist=[attr]), attr)
+def build_model(config: ModelConfig, class_name: Optional[str] = None) -> torch.nn.Module:
+    """The model ``config.arch`` names (``pixelcnn.architectures.build_model``, the one builder); ``class_name``, the
+    ``model_class`` config.json records, must agree with it."""
+    from pixelcnn.architectures import build_model as build  # lazy: pixelcnn.model imports this module
 
-
-def build_model(config: ModelConfig, class_name: str = "PixelCNN") -> torch.nn.Module:
-    """The one place a model is built from its stored config (any registered class)."""
-    return model_class(class_name)(config)
+    model = build(config)
+    if class_name is not None and class_name != type(model).__name__:
+        raise PretrainedError(
+            f"config.json names model class {class_name!r}, but its model config (arch={config.arch!r}) builds a "
+            f"{type(model).__name__}; fix 'model_class' or 'model.arch' in config.json"
+        )
+    return model
 
 
 def is_pretrained_dir(path: str) -> bool:
@@ -145,7 +145,8 @@ def model_card(model: torch.nn.Module, card: dict, has_samples: bool) -> str:
         "",
         "```python",
         "from pixelcnn.model import PixelCNN",
-        "model = PixelCNN.from_pretrained('path/to/this/folder')",
+        "",
+        'model = PixelCNN.from_pretrained("path/to/this/folder")',
         "```",
         "",
         "or `python -m pixelcnn.sample --checkpoint path/to/this/folder --out samples.png`.",
@@ -203,7 +204,7 @@ def load_pretrained(dir_or_repo_id: str, map_location: Any = "cpu", revision: Op
     of another shape than the config's model has is named."""
     folder = resolve(dir_or_repo_id, revision)
     raw = read_config(folder)
-    model = build_model(raw["model"], raw.get("model_class", "PixelCNN"))
+    model = build_model(raw["model"], raw.get("model_class"))
     weights = os.path.join(folder, WEIGHTS_NAME)
     if not os.path.isfile(weights):
         raise PretrainedError(f"{folder!r} has no {WEIGHTS_NAME}")

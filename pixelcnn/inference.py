@@ -19,14 +19,14 @@ from typing import Optional
 
 import torch
 
-from pixelcnn.model import PixelCNN
+from pixelcnn.model import AutoregressiveModel
 
 
-def compile_for_inference(model: PixelCNN, max_autotune: bool = False, dynamic: Optional[bool] = None):
+def compile_for_inference(model: AutoregressiveModel, max_autotune: bool = False, dynamic: Optional[bool] = None):
     """A shallow copy of ``model`` (same parameters, eval mode) whose ``logits`` is compiled with frozen weights;
     ``forward`` (input checks, normalisation) calls it, and so does the naive sampler."""
-    if not isinstance(model, PixelCNN):
-        raise TypeError(f"compile_for_inference takes a PixelCNN, got {type(model).__name__}")
+    if not isinstance(model, AutoregressiveModel):
+        raise TypeError(f"compile_for_inference takes a PixelCNN model, got {type(model).__name__}")
     model.eval()
     fast = copy.copy(model)  # shares parameters, buffers and submodules; only the instance attribute below differs
     compiled = torch.compile(model.logits, options={"max_autotune": bool(max_autotune)}, dynamic=dynamic)

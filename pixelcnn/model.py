@@ -18,7 +18,7 @@ from pixelcnn.masks import conv_mask
 from pixelcnn.ops import CONV_IMPLS, masked_conv2d
 from pixelcnn.pixels import LEVELS, to_unit
 
-__all__ = ["LEVELS", "PixelCNN", "MaskedConv2d", "ResidualBlock", "activation_layout"]
+__all__ = ["LEVELS", "AutoregressiveModel", "PixelCNN", "MaskedConv2d", "ResidualBlock", "activation_layout"]
 
 
 def activation_layout(device: torch.device) -> torch.memory_format:
@@ -30,14 +30,16 @@ def activation_layout(device: torch.device) -> torch.memory_format:
 class MaskedConv2d(nn.Module):
     """k x k convolution whose weight is multiplied by a fixed autoregressive mask (never written in place)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, mask_type: str, colors: int):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, mask_type: str, colors: int, gated_out=False
+    ):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.mask_type, self.colors = kernel_size, mask_type, colors
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels))
         self.register_buffer(
-            "mask", conv_mask(out_channels, in_channels, kernel_size, mask_type, colors), persistent=False
+            "mask", conv_mask(out_channels, in_channels, kernel_size, mask_type, colors, gated_out), persistent=False
         )
         self.impl = "reference"
         self.reset_parameters()
@@ -84,31 +86,20 @@ class ResidualBlock(nn.Module):
         return self.conv_out(y, residual=x)
 
 
-class PixelCNN(HubMixin, nn.Module):
-    """Masked-convolution PixelCNN of the shape ``config`` gives (channels, image size, classes (0: none), hidden
-    width, residual blocks, kernel sizes)."""
+class AutoregressiveModel(HubMixin, nn.Module):
+    """What every architecture shares: its ``ModelConfig``, input checks, the input map, the conv implementation
+    switch, the head (ReLU -> 1x1 -> ReLU -> 1x1 to 256*C logits, zero-initialised: an untrained model predicts
+    the uniform distribution, 8 bits/dim exactly) and ``save_pretrained`` / ``from_pretrained`` (``HubMixin``).
+    Subclasses build their layers and define ``logits``."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise TypeError(
-                f"PixelCNN takes a ModelConfig, got {type(config).__name__}; build one with "
+                f"{type(self).__name__} takes a ModelConfig, got {type(config).__name__}; build one with "
                 f"pixelcnn.config.ModelConfig(channels=..., image_size=(h, w), num_classes=..., ...)"
             )
         self.config = config.validate()
-        channels, hidden = config.channels, config.hidden
-        self.conv_first = MaskedConv2d(channels, 2 * hidden, config.kernel_size, "A", channels)
-        self.embed = nn.Embedding(config.num_classes, 2 * hidden) if config.num_classes > 0 else None
-        if self.embed is not None:
-            nn.init.normal_(self.embed.weight, std=0.1)
-        self.blocks = nn.ModuleList(
-            ResidualBlock(hidden, config.block_kernel_size, channels, config.num_classes) for _ in range(config.blocks)
-        )
-        self.head_hidden = MaskedConv2d(2 * hidden, 2 * hidden, 1, "B", channels)
-        self.head_out = MaskedConv2d(2 * hidden, LEVELS * channels, 1, "B", channels)
-        # an untrained model predicts the uniform distribution: 8 bits/dim exactly
-        nn.init.zeros_(self.head_out.weight)
-        nn.init.zeros_(self.head_out.bias)
 
     @property
     def channels(self) -> int:
@@ -123,7 +114,7 @@ class PixelCNN(HubMixin, nn.Module):
         return self.config.num_classes
 
     # --- implementation choice -------------------------------------------------------------------------
-    def set_conv_impl(self, impl: str) -> PixelCNN:
+    def set_conv_impl(self, impl: str) -> AutoregressiveModel:
         if impl not in CONV_IMPLS:
             raise ValueError(f"unknown conv implementation {impl!r}; expected one of {CONV_IMPLS}")
         for m in self.modules():
@@ -141,21 +132,7 @@ class PixelCNN(HubMixin, nn.Module):
         return self.logits(self.normalize(image), labels)
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
-        dtype = self.conv_first.weight.dtype
-        return to_unit(image, dtype)
-
-    def logits(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Network on a normalised image ``x`` in [-1, 1]; no input checks (used by exporters and samplers)."""
-        n, c, h, w = x.shape
-        cond = self.embed(labels).to(x.dtype) if self.embed is not None else None
-        layout = activation_layout(x.device)
-        # a 1-channel image is NCHW and channels-last at once, and oneDNN then answers in NCHW: set the layout of
-        # the first layer's output too (a no-op when the convolution already returned it)
-        y = self.conv_first(x.contiguous(memory_format=layout), cond=cond).contiguous(memory_format=layout)
-        for block in self.blocks:
-            y = block(y, labels)
-        y = self.head_hidden(torch.relu(y), relu=True)
-        return self.head_out(y).view(n, LEVELS, c, h, w)
+        return to_unit(image, self.head_out.weight.dtype)
 
     def validate_inputs(self, image: torch.Tensor, labels: Optional[torch.Tensor]) -> None:
         c, (h, w) = self.channels, self.image_size
@@ -191,3 +168,51 @@ class PixelCNN(HubMixin, nn.Module):
             raise ValueError(
                 f"labels must lie in 0..{self.num_classes - 1}, got range [{int(labels.min())}, {int(labels.max())}]"
             )
+
+    def _build_head(self, in_channels: int) -> None:
+        channels, hidden = self.config.channels, self.config.hidden
+        self.head_hidden = MaskedConv2d(in_channels, 2 * hidden, 1, "B", channels)
+        self.head_out = MaskedConv2d(2 * hidden, LEVELS * channels, 1, "B", channels)
+        nn.init.zeros_(self.head_out.weight)
+        nn.init.zeros_(self.head_out.bias)
+
+    def head(self, y: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = y.shape
+        y = self.head_hidden(torch.relu(y), relu=True)
+        return self.head_out(y).view(n, LEVELS, self.channels, h, w)
+
+    def live_parameters(self) -> int:
+        """Parameters that can be non-zero: masked-out weights do not count (docs/DESIGN.md §3)."""
+        masked = {id(m.weight): m for m in self.masked_convs()}
+        return sum(
+            int(masked[id(p)].mask.expand_as(p).count_nonzero()) if id(p) in masked else p.numel()
+            for p in self.parameters()
+        )
+
+
+class PixelCNN(AutoregressiveModel):
+    """Masked-convolution PixelCNN of the shape ``config`` gives (channels, image size, classes (0: none), hidden
+    width, residual blocks, kernel sizes)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        channels, hidden = config.channels, config.hidden
+        self.conv_first = MaskedConv2d(channels, 2 * hidden, config.kernel_size, "A", channels)
+        self.embed = nn.Embedding(config.num_classes, 2 * hidden) if config.num_classes > 0 else None
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, std=0.1)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(hidden, config.block_kernel_size, channels, config.num_classes) for _ in range(config.blocks)
+        )
+        self._build_head(2 * hidden)
+
+    def logits(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Network on a normalised image ``x`` in [-1, 1]; no input checks (used by exporters and samplers)."""
+        cond = self.embed(labels).to(x.dtype) if self.embed is not None else None
+        layout = activation_layout(x.device)
+        # a 1-channel image is NCHW and channels-last at once, and oneDNN then answers in NCHW: set the layout of
+        # the first layer's output too (a no-op when the convolution already returned it)
+        y = self.conv_first(x.contiguous(memory_format=layout), cond=cond).contiguous(memory_format=layout)
+        for block in self.blocks:
+            y = block(y, labels)
+        return self.head(y)

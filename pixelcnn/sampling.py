@@ -16,7 +16,7 @@ from pixelcnn.draw import draw_values
 from pixelcnn.extension import extension_error, load_extension
 from pixelcnn.model import PixelCNN
 from pixelcnn.ops.cached_sample import cached_sample
-from pixelcnn.step import CachedStep
+from pixelcnn.step import cached_step
 
 METHODS = ("naive", "cached", "cached_ext", "cuda_emulated")
 
@@ -98,7 +98,7 @@ def sample(
     labels = labels.to(device) if labels is not None else None
     if known is not None:
         known, known_mask = known.to(device), known_mask.to(device)
-    method = resolve_method(method)
+    method = resolve_method(method, model.config.arch)
     was_training = model.training
     model.eval()
     try:
@@ -111,14 +111,25 @@ def sample(
         model.train(was_training)
 
 
-def resolve_method(method: str) -> str:
-    """``auto`` -> ``cached_ext`` when the extension loaded, else ``cached``; explicit choices are checked."""
+# the architectures the extension's samplers (cached_ext, cuda_emulated) run
+EXTENSION_ARCHS = ("pixelcnn",)
+
+
+def resolve_method(method: str, arch: str = "pixelcnn") -> str:
+    """``auto`` -> ``cached_ext`` when the extension loaded and runs ``arch``, else ``cached``; explicit choices are
+    checked."""
     if method == "auto":
-        return "cached_ext" if load_extension() is not None else "cached"
+        return "cached_ext" if load_extension() is not None and arch in EXTENSION_ARCHS else "cached"
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r}; expected one of {METHODS} or 'auto'")
-    if method in ("cached_ext", "cuda_emulated") and load_extension() is None:
-        raise RuntimeError(f"method={method!r} needs the compiled extension pixelcnn._C: {extension_error()}")
+    if method in ("cached_ext", "cuda_emulated"):
+        if arch not in EXTENSION_ARCHS:
+            raise ValueError(
+                f"method={method!r} does not run arch={arch!r} models yet (it runs {EXTENSION_ARCHS}); "
+                f"use method='cached' or 'naive'"
+            )
+        if load_extension() is None:
+            raise RuntimeError(f"method={method!r} needs the compiled extension pixelcnn._C: {extension_error()}")
     return method
 
 
@@ -144,12 +155,13 @@ def _sample_naive(model, labels, u, temperature, known, known_mask, progress):
 
 
 class CachedSampler:
-    """Incremental sampler: runs the one cached step (``pixelcnn.step.CachedStep``) for every sub-pixel, each
-    spatial layer keeping a ring buffer of its last k//2+1 input rows, and writes each drawn (or known) value into
+    """Incremental sampler: runs the one cached step of the model's architecture (``pixelcnn.step.cached_step``:
+    its ``start_row`` at the start of each row, its ``subpixel`` for every sub-pixel), each spatial layer keeping a
+    ring buffer of its input rows, and writes each drawn (or known) value into
     the first layer's buffer, where later sub-pixels read it."""
 
     def __init__(self, model: PixelCNN, labels: Optional[torch.Tensor], n: int):
-        self.step = CachedStep(model)
+        self.step = cached_step(model)
         self.labels, self.n = labels, n
         self.caches = self.step.initial_caches(n)
 
@@ -173,6 +185,8 @@ class CachedSampler:
         n, c, h, w = u.shape
         image = torch.zeros(n, c, h, w, dtype=torch.uint8, device=u.device)
         for i, j, k in _positions(c, h, w, progress, "sample cached"):
+            if j == 0 and k == 0:  # row i-1 is complete: the once-per-row work (gated: the vertical stack)
+                self.caches = self.step.start_row(i, self.labels, self.caches)
             kv, km = (known[:, k, i, j], known_mask[:, k, i, j]) if known is not None else (None, None)
             image[:, k, i, j], self.caches = self.step.sample_subpixel(
                 i, j, k, self.labels, self.caches, u[:, k, i, j], temperature, draw_values, kv, km

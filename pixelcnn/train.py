@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pixelcnn.architectures import build_model
 from pixelcnn.atomic import atomic_write, atomic_write_text
 from pixelcnn.checkpoint import (
     CheckpointError,
@@ -40,7 +41,7 @@ from pixelcnn.cpu_allocator import keep_heap
 from pixelcnn.data import DataError, ImageData, load_data, make_loader
 from pixelcnn.images import save_grid
 from pixelcnn.likelihood import nll_nats
-from pixelcnn.model import PixelCNN
+from pixelcnn.model import AutoregressiveModel
 from pixelcnn.sampling import resolve_method, sample
 
 METRIC_FIELDS = ("epoch", "step", "train_bpd", "test_bpd", "lr", "images_per_s", "seconds")
@@ -92,7 +93,7 @@ def threading_main() -> bool:
 
 # --- command line -------------------------------------------------------------------------------------------
 # ModelConfig fields a user sets; channels, image size and classes come from the data
-MODEL_FLAGS = ("hidden", "blocks", "kernel_size", "block_kernel_size")
+MODEL_FLAGS = ("arch", "hidden", "blocks", "kernel_size", "block_kernel_size")
 
 
 def _add_flag(p: argparse.ArgumentParser, f, default, dest: str) -> None:
@@ -199,7 +200,11 @@ def resolve_device(name: str, ddp: Optional[Dist] = None) -> torch.device:
 
 
 def resolve_conv(
-    conv: str, device: torch.device, model: Optional[PixelCNN] = None, batch_size: int = 16, amp: bool = False
+    conv: str,
+    device: torch.device,
+    model: Optional[AutoregressiveModel] = None,
+    batch_size: int = 16,
+    amp: bool = False,
 ) -> str:
     """``auto``: the reference on CPU; on CUDA the faster of reference and triton, timed on ``model`` (with ``amp``)."""
     if conv != "auto":
@@ -293,7 +298,7 @@ def write_curve(path: str, rows: list[dict]) -> None:
 
 
 def write_samples(path: str, model, cfg: Config, data: ImageData, device: torch.device, epoch: int) -> str:
-    method = resolve_method(cfg.sample_method)
+    method = resolve_method(cfg.sample_method, cfg.model.arch)
     if method == "cached_ext" and device.type not in ("cpu", "cuda"):
         method = "cached"
     labels = torch.arange(data.num_classes).repeat_interleave(cfg.n_per_class) if data.num_classes else None
@@ -327,7 +332,7 @@ class Run:
     amp: bool
     run_dir: str
     data: ImageData
-    model: PixelCNN
+    model: AutoregressiveModel
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
     progress: Progress = field(default_factory=Progress)
@@ -350,7 +355,7 @@ def build_run(cfg: Config) -> Run:
     cfg.model = dataclasses.replace(
         cfg.model, channels=data.channels, image_size=tuple(data.image_size), num_classes=data.num_classes
     ).validate()
-    model = PixelCNN(cfg.model).to(device)
+    model = build_model(cfg.model).to(device)
     conv = resolve_conv(cfg.conv, device, model, cfg.batch_size, cfg.amp and device.type == "cuda")
     model.set_conv_impl(conv)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -2,16 +2,26 @@
 
 import torch
 
+from pixelcnn.architectures import build_model
 from pixelcnn.config import ModelConfig
-from pixelcnn.model import PixelCNN
+from pixelcnn.model import AutoregressiveModel
 
 
 def random_model(
-    channels=1, num_classes=3, hidden=8, blocks=2, kernel_size=5, size=(6, 5), dtype=torch.float64, seed=0, std=0.3
-) -> PixelCNN:
-    """A PixelCNN whose every weight is random (the trained-from-zero head would hide dependencies)."""
+    channels=1,
+    num_classes=3,
+    hidden=8,
+    blocks=2,
+    kernel_size=5,
+    size=(6, 5),
+    dtype=torch.float64,
+    seed=0,
+    std=0.3,
+    arch="pixelcnn",
+) -> AutoregressiveModel:
+    """A model of ``arch`` whose every weight is random (the trained-from-zero head would hide dependencies)."""
     torch.manual_seed(seed)
-    model = PixelCNN(
+    model = build_model(
         ModelConfig(
             channels=channels,
             image_size=tuple(size),
@@ -19,6 +29,7 @@ def random_model(
             hidden=hidden,
             blocks=blocks,
             kernel_size=kernel_size,
+            arch=arch,
         )
     ).to(dtype)
     with torch.no_grad():
@@ -28,7 +39,16 @@ def random_model(
 
 
 def write_checkpoint(
-    folder, channels=1, size=(28, 28), num_classes=10, hidden=8, blocks=2, kernel_size=7, std=0.3, name="model.pt"
+    folder,
+    channels=1,
+    size=(28, 28),
+    num_classes=10,
+    hidden=8,
+    blocks=2,
+    kernel_size=7,
+    std=0.3,
+    name="model.pt",
+    arch="pixelcnn",
 ):
     """Save a random model as a training checkpoint would (what the exporters read); returns (path, model)."""
     from pixelcnn.checkpoint import save_checkpoint
@@ -43,6 +63,7 @@ def write_checkpoint(
         size=size,
         dtype=torch.float32,
         std=std,
+        arch=arch,
     )
     path = str(folder / name)
     save_checkpoint(path, {"config": Config(model=model.config).to_dict(), "model": model.state_dict()})

@@ -23,8 +23,9 @@ def scattered_mask(n, c, h, w, seed):
     return mask
 
 
+@pytest.mark.parametrize("arch", ["pixelcnn", "gated"])
 @pytest.mark.parametrize("channels,conditional", [(1, True), (3, False), (3, True)])
-def test_every_method_completes_identically_and_keeps_known_subpixels(channels, conditional):
+def test_every_method_completes_identically_and_keeps_known_subpixels(channels, conditional, arch):
     model = random_model(
         channels=channels,
         num_classes=5 if conditional else 0,
@@ -33,15 +34,17 @@ def test_every_method_completes_identically_and_keeps_known_subpixels(channels, 
         kernel_size=5,
         size=(6, 5),
         std=0.25,
+        arch=arch,
     )
+    methods = METHODS if arch == "pixelcnn" else ["naive", "cached"]  # extension: tests/test_extension.py
     n, c, (h, w) = 4, channels, model.image_size
     labels = torch.tensor([0, 4, 2, 2]) if conditional else None
     known = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     mask = scattered_mask(n, c, h, w, seed=2)
     u = draw_uniforms((n, c, h, w), torch.Generator().manual_seed(3))
-    images = {m: sample(model, labels, 0.75, None, m, n=n, uniforms=u, known=known, known_mask=mask) for m in METHODS}
+    images = {m: sample(model, labels, 0.75, None, m, n=n, uniforms=u, known=known, known_mask=mask) for m in methods}
     assert torch.equal(images["naive"][mask], known[mask])
-    for m in METHODS[1:]:
+    for m in methods[1:]:
         assert torch.equal(images[m], images["naive"]), m
     plain = sample(model, labels, 0.75, None, "cached", n=n, uniforms=u)
     free = ~mask
@@ -54,16 +57,17 @@ def test_every_method_completes_identically_and_keeps_known_subpixels(channels, 
     assert load_extension() is not None, f"cached_ext must be tested: {extension_error()}"
 
 
-def test_completion_of_a_sample_with_its_own_uniforms_gives_the_sample_back():
+@pytest.mark.parametrize("arch", ["pixelcnn", "gated"])
+def test_completion_of_a_sample_with_its_own_uniforms_gives_the_sample_back(arch):
     """Keeping the top rows of an image sampled with U and completing with the same U redraws the same image: the
     completion conditions on exactly the context the sampler saw."""
-    model = random_model(channels=3, num_classes=3, hidden=8, blocks=2, kernel_size=3, size=(5, 5), std=0.3)
+    model = random_model(channels=3, num_classes=3, hidden=8, blocks=2, kernel_size=3, size=(5, 5), std=0.3, arch=arch)
     labels = torch.tensor([0, 1, 2])
     u = draw_uniforms((3, 3, 5, 5), torch.Generator().manual_seed(5))
     image = sample(model, labels, 1.0, None, "cached", uniforms=u)
     mask = torch.zeros(image.shape, dtype=torch.bool)
     mask[:, :, :2] = True
-    for m in METHODS:
+    for m in METHODS if arch == "pixelcnn" else ["naive", "cached"]:
         assert torch.equal(sample(model, labels, 1.0, None, m, uniforms=u, known=image, known_mask=mask), image), m
 
 

@@ -30,6 +30,10 @@ def inputs(cin, cout, k, mask_type, colors, dtype, layout, seed=0):
         (3, "B", 1, 8),
         (3, "B", 1, 5),
         (1, "B", 3, 6),
+        (7, "vA", 3, 3),
+        (3, "vB", 1, 8),
+        (7, "hA", 1, 1),
+        (3, "hB", 3, 9),
     ],
 )
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
@@ -59,7 +63,19 @@ def backward_path(out: torch.Tensor) -> set:
 # the default path (masked_conv2d, impl "reference"): from 16 input channels its CPU backward is the grad ops' GEMMs
 # (pixelcnn.ops.reference.cropped_conv2d_grad_*), with fewer channels autograd of F.conv2d (oneDNN)
 @pytest.mark.parametrize(
-    "k,mask_type,colors,cin", [(5, "B", 3, 5), (5, "B", 3, 24), (3, "B", 1, 16), (7, "A", 3, 18), (3, "B", 3, 33)]
+    "k,mask_type,colors,cin",
+    [
+        (5, "B", 3, 5),
+        (5, "B", 3, 24),
+        (3, "B", 1, 16),
+        (7, "A", 3, 18),
+        (3, "B", 3, 33),
+        # the gated stacks' masks: the vertical one keeps the centre row's right-hand taps, the horizontal one only
+        # the centre row
+        (3, "vB", 3, 20),
+        (5, "vA", 1, 16),
+        (3, "hB", 3, 18),
+    ],
 )
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("rows", [4096, 7])  # 7: products batched over chunks of rows, plus a remainder

@@ -11,13 +11,14 @@ from export.parity import BPD_TOL, LOGIT_TOL, compare, parity_inputs
 from tests.helpers import write_checkpoint
 
 
-def checkpoint(tmp_path, channels=1, size=(28, 28), num_classes=10):
-    return write_checkpoint(tmp_path, channels=channels, size=size, num_classes=num_classes, std=0.05)
+def checkpoint(tmp_path, channels=1, size=(28, 28), num_classes=10, arch="pixelcnn"):
+    return write_checkpoint(tmp_path, channels=channels, size=size, num_classes=num_classes, std=0.05, arch=arch)
 
 
+@pytest.mark.parametrize("arch", ["pixelcnn", "gated"])
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
-def test_export_reload_and_parity_on_real_mnist(tmp_path, shared_data, fmt):
-    path, model = checkpoint(tmp_path)
+def test_export_reload_and_parity_on_real_mnist(tmp_path, shared_data, fmt, arch):
+    path, model = checkpoint(tmp_path, arch=arch)
     r = export_run([fmt, "--checkpoint", path, "--out", str(tmp_path / f"m.{fmt}"), "--data", shared_data])
     assert r["ok"] and r["max_abs_logit_diff"] <= LOGIT_TOL and r["bpd_diff"] <= BPD_TOL, r
     weight_bytes = 4 * sum(p.numel() for p in model.parameters())
@@ -25,10 +26,11 @@ def test_export_reload_and_parity_on_real_mnist(tmp_path, shared_data, fmt):
     assert sorted(os.listdir(tmp_path)) == sorted(["model.pt", f"m.{fmt}"])  # one file, nothing partial
 
 
-def test_onnx_colour_model_dynamic_batch_and_metadata(tmp_path):
+@pytest.mark.parametrize("arch", ["pixelcnn", "gated"])
+def test_onnx_colour_model_dynamic_batch_and_metadata(tmp_path, arch):
     import onnx
 
-    _, model = checkpoint(tmp_path, channels=3, size=(8, 8), num_classes=4)
+    _, model = checkpoint(tmp_path, channels=3, size=(8, 8), num_classes=4, arch=arch)
     out = str(tmp_path / "c.onnx")
     export_onnx(model, out)
     props = {p.key: p.value for p in onnx.load(out).metadata_props}

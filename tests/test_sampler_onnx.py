@@ -36,13 +36,30 @@ def grey(tmp_path_factory):
     return model, OrtSampler(path), path
 
 
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory):
+    """Class-conditional colour gated model exported in float64."""
+    model = random_model(channels=3, num_classes=4, hidden=8, blocks=2, kernel_size=5, size=(5, 6), arch="gated")
+    path = export_sampler_onnx(model, str(tmp_path_factory.mktemp("gated") / "s.onnx"), precision="float64")
+    return model, OrtSampler(path), path
+
+
+@pytest.fixture(scope="module")
+def gated_grey(tmp_path_factory):
+    """Unconditional grey gated model exported in float64."""
+    model = random_model(channels=1, num_classes=0, hidden=8, blocks=1, kernel_size=3, size=(6, 5), arch="gated")
+    path = export_sampler_onnx(model, str(tmp_path_factory.mktemp("gated_grey") / "s.onnx"), precision="float64")
+    return model, OrtSampler(path), path
+
+
 def uniforms(n, model, seed):
     return draw_uniforms((n, model.channels, *model.image_size), torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("fixture", ["colour", "gated"])
 @pytest.mark.parametrize("n,temperature", [(1, 1.0), (3, T), (5, 0.5)])
-def test_colour_sampler_model_equals_cached_sampler_in_float64(colour, n, temperature):
-    model, sampler, _ = colour
+def test_colour_sampler_model_equals_cached_sampler_in_float64(request, fixture, n, temperature):
+    model, sampler, _ = request.getfixturevalue(fixture)
     labels = torch.tensor([3, 0, 1, 2, 1][:n])
     u = uniforms(n, model, seed=n)
     want = sample(model, labels, temperature, uniforms=u, method="cached")
@@ -52,15 +69,16 @@ def test_colour_sampler_model_equals_cached_sampler_in_float64(colour, n, temper
     np.testing.assert_array_equal(got, want.numpy())
 
 
-def test_unconditional_sampler_model_has_no_label_input_and_equals_cached(grey):
-    model, sampler, _ = grey
+@pytest.mark.parametrize("fixture", ["grey", "gated_grey"])
+def test_unconditional_sampler_model_has_no_label_input_and_equals_cached(request, fixture):
+    model, sampler, _ = request.getfixturevalue(fixture)
     assert sampler.inputs == ["uniforms", "temperature", "known", "known_mask"]
     u = uniforms(4, model, seed=7)
     want = sample(model, None, T, uniforms=u, method="cached", n=4)
     np.testing.assert_array_equal(sampler.sample(u.numpy(), None, T), want.numpy())
 
 
-@pytest.mark.parametrize("fixture", ["colour", "grey"])
+@pytest.mark.parametrize("fixture", ["colour", "grey", "gated", "gated_grey"])
 def test_completion_keeps_known_subpixels_and_equals_python(request, fixture):
     model, sampler, _ = request.getfixturevalue(fixture)
     n, c, (h, w) = 3, model.channels, model.image_size
@@ -79,10 +97,11 @@ def test_completion_keeps_known_subpixels_and_equals_python(request, fixture):
     assert (plain[~mask.numpy()] != got[~mask.numpy()]).any()  # the known part changed what follows
 
 
-def test_the_sampler_is_a_loop_not_an_unrolled_graph(colour):
+@pytest.mark.parametrize("fixture", ["colour", "gated"])
+def test_the_sampler_is_a_loop_not_an_unrolled_graph(request, fixture):
     import onnx
 
-    _, _, path = colour
+    _, _, path = request.getfixturevalue(fixture)
     proto = onnx.load(path)
     loops = [node for node in proto.graph.node if node.op_type == "Loop"]
     assert len(loops) == 1

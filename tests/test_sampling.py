@@ -30,19 +30,37 @@ def teacher_forced_max_error(model, images, labels):
     return worst
 
 
-def test_cached_step_matches_full_forward_on_real_mnist(mnist_test_images):
+@pytest.mark.parametrize("arch", ["pixelcnn", "gated"])
+def test_cached_step_matches_full_forward_on_real_mnist(mnist_test_images, arch):
     images, labels = mnist_test_images
     model = random_model(
-        channels=1, num_classes=10, hidden=16, blocks=2, kernel_size=7, size=(28, 28), dtype=torch.float32, std=0.08
+        channels=1,
+        num_classes=10,
+        hidden=16,
+        blocks=2,
+        kernel_size=7,
+        size=(28, 28),
+        dtype=torch.float32,
+        std=0.08,
+        arch=arch,
     )
     assert teacher_forced_max_error(model, images[:4], labels[:4]) <= LOGIT_TOL
 
 
-def test_cached_step_matches_full_forward_on_colour_images():
+@pytest.mark.parametrize("arch", ["pixelcnn", "gated"])
+def test_cached_step_matches_full_forward_on_colour_images(arch):
     torch.manual_seed(1)
     images = torch.randint(0, 256, (3, 3, 7, 6), dtype=torch.uint8)
     model = random_model(
-        channels=3, num_classes=4, hidden=12, blocks=2, kernel_size=5, size=(7, 6), dtype=torch.float32, std=0.1
+        channels=3,
+        num_classes=4,
+        hidden=12,
+        blocks=2,
+        kernel_size=5,
+        size=(7, 6),
+        dtype=torch.float32,
+        std=0.1,
+        arch=arch,
     )
     assert teacher_forced_max_error(model, images, torch.tensor([0, 3, 1])) <= LOGIT_TOL
 
@@ -50,9 +68,15 @@ def test_cached_step_matches_full_forward_on_colour_images():
 METHODS = ["naive", "cached"] + (["cached_ext"] if load_extension() is not None else [])
 
 
+def methods(arch):
+    """The methods that serve ``arch`` (the extension's gated schedule is tested in tests/test_extension.py)."""
+    return METHODS if arch == "pixelcnn" else ["naive", "cached"]
+
+
+@pytest.mark.parametrize("arch", ["pixelcnn", "gated"])
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("conditional", [True, False])
-def test_all_methods_draw_bit_identical_images_in_float64(channels, conditional):
+def test_all_methods_draw_bit_identical_images_in_float64(channels, conditional, arch):
     model = random_model(
         channels=channels,
         num_classes=5 if conditional else 0,
@@ -61,11 +85,12 @@ def test_all_methods_draw_bit_identical_images_in_float64(channels, conditional)
         kernel_size=5,
         size=(6, 5),
         std=0.25,
+        arch=arch,
     )
     labels = torch.tensor([0, 4, 2, 2]) if conditional else None
-    images = {m: sample(model, labels, 0.7, torch.Generator().manual_seed(11), m, n=4) for m in METHODS}
+    images = {m: sample(model, labels, 0.7, torch.Generator().manual_seed(11), m, n=4) for m in methods(arch)}
     assert images["naive"].float().std() > 10  # a real spread of values, not a constant image
-    for m in METHODS[1:]:
+    for m in methods(arch)[1:]:
         assert torch.equal(images[m], images["naive"]), m
     assert load_extension() is not None, f"cached_ext must be tested: {extension_error()}"
 
@@ -120,3 +145,11 @@ def test_cuda_extension_matches_cpu_cached_sampler():
     u = torch.rand(want.shape, generator=torch.Generator().manual_seed(4))
     got = sample(model.cuda(), labels.cuda(), 0.9, None, "cached_ext", uniforms=u)
     assert (got.cpu() == want).float().mean() > 0.99
+
+
+def test_gated_cache_holds_vertical_rings_horizontal_rows_and_the_link_state():
+    model = random_model(channels=3, num_classes=0, hidden=8, blocks=2, kernel_size=7, size=(9, 10), arch="gated")
+    cs = CachedSampler(model, None, 2)
+    shapes = [tuple(x.shape) for x in cs.caches]
+    # image ring (layer 0, k0 = 7: rows i-3..i), per later layer (k = 3) its vertical ring and horizontal row, links
+    assert shapes == [(4, 16, 3, 2)] + [(2, 12, 8, 2), (1, 12, 8, 2)] * 2 + [(3, 10, 16, 2)]

@@ -21,10 +21,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODE_EXAMPLE = os.path.join(ROOT, "export", "examples", "node")
 
 
-@pytest.mark.parametrize("channels,num_classes,size", [(1, 10, (28, 28)), (3, 0, (7, 6)), (3, 4, (5, 6))])
-def test_ort_step_sampler_equals_cached_sampler(tmp_path, channels, num_classes, size):
+@pytest.mark.parametrize(
+    "channels,num_classes,size,arch",
+    [
+        (1, 10, (28, 28), "pixelcnn"),
+        (3, 0, (7, 6), "pixelcnn"),
+        (3, 4, (5, 6), "pixelcnn"),
+        (3, 4, (5, 6), "gated"),
+    ],
+)
+def test_ort_step_sampler_equals_cached_sampler(tmp_path, channels, num_classes, size, arch):
     model = random_model(
-        channels=channels, num_classes=num_classes, hidden=8, blocks=2, kernel_size=5, size=size, dtype=torch.float32
+        channels=channels,
+        num_classes=num_classes,
+        hidden=8,
+        blocks=2,
+        kernel_size=5,
+        size=size,
+        dtype=torch.float32,
+        arch=arch,
     )
     path = export_step_onnx(model, str(tmp_path / "step.onnx"))  # exported at batch 2
     sampler = OrtStepSampler(path)
@@ -100,14 +115,21 @@ def node_command():
 
 
 @pytest.mark.parametrize(
-    "channels,num_classes,size,temperature", [(1, 10, (28, 28), 1.0), (3, 4, (6, 5), 0.75), (3, 0, (5, 4), 1.0)]
+    "channels,num_classes,size,temperature,arch",
+    [
+        (1, 10, (28, 28), 1.0, "pixelcnn"),
+        (3, 4, (6, 5), 0.75, "pixelcnn"),
+        (3, 0, (5, 4), 1.0, "pixelcnn"),
+        (3, 4, (6, 5), 0.75, "gated"),
+        (1, 0, (5, 4), 1.0, "gated"),
+    ],
 )
-def test_node_onnxruntime_draws_the_same_images_as_python(tmp_path, channels, num_classes, size, temperature):
+def test_node_onnxruntime_draws_the_same_images_as_python(tmp_path, channels, num_classes, size, temperature, arch):
     """The Node.js example runs the sampler model (one run) and equals Python's cached sampler pixel for pixel, for
-    sampling and for completion."""
+    sampling and for completion, for either architecture (sample.js is the same)."""
     node = node_command()
     path, model = write_checkpoint(
-        tmp_path, channels=channels, size=size, num_classes=num_classes, hidden=8, blocks=2, kernel_size=5
+        tmp_path, channels=channels, size=size, num_classes=num_classes, hidden=8, blocks=2, kernel_size=5, arch=arch
     )
     sampler = str(tmp_path / "model.sampler.onnx")
     assert export_main(["onnx", "--checkpoint", path, "--sampler", "--precision", "float64", "--out", sampler]) == 0

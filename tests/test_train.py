@@ -47,9 +47,11 @@ def metrics(run):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compile"])
-def test_short_run_on_real_mnist_lowers_bits_per_dim_and_writes_outputs(tmp_path, shared_data, compiled):
-    argv = cli(tmp_path, shared_data) + (["--compile"] if compiled else [])
+@pytest.mark.parametrize(
+    "extra", [[], ["--compile"], ["--arch", "gated", "--compile"]], ids=["eager", "compile", "gated-compile"]
+)
+def test_short_run_on_real_mnist_lowers_bits_per_dim_and_writes_outputs(tmp_path, shared_data, extra):
+    argv = cli(tmp_path, shared_data) + extra
     assert train_cli.main(argv) == 0
     run = tmp_path / "m"
     for name in OUTPUTS + ("samples/epoch_002.png",):

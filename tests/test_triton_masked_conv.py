@@ -116,6 +116,12 @@ CASES = [  # (n, cin, cout, h, w, k, mask, colors, bias, cond, residual, relu)
     (2, 17, 5, 4, 9, 5, "B", 1, True, False, True, False),  # per-tap K-chunk loop
     (2, 9, 12, 5, 5, 1, "B", 3, True, False, True, False),
     (2, 20, 18, 7, 5, 3, "B", 3, True, True, True, True),  # Cin/Cout beyond one 16-wide block
+    # the gated stacks' masks: vertical (whole rows, the centre row included after the first layer) and horizontal
+    (2, 3, 8, 6, 7, 7, "vA", 3, True, True, False, False),  # gated first layer, folded
+    (2, 1, 8, 6, 7, 7, "hA", 1, True, False, True, False),
+    (2, 6, 8, 7, 5, 3, "vB", 3, True, True, True, False),
+    (2, 17, 6, 5, 6, 3, "hB", 3, False, True, True, True),
+    (1, 5, 7, 6, 6, 5, "vB", 1, True, False, False, True),
 ]
 
 
@@ -313,6 +319,21 @@ def test_live_taps_are_a_raster_prefix_known_from_the_kernel_size():
                 n = live_tap_count(k)
                 assert torch.all(m[:, :, n:] == 0)
                 assert len(live_taps(k, mask_type, colors)) == n - (mask_type == "A" and colors == 1)
+                assert live_tap_count(k, conv_mask(6, 6, k, mask_type, 3)) == n
+
+
+def test_gated_masks_live_tap_prefix_is_read_from_the_mask():
+    """The gated stacks' masks: vertical ones are whole-row prefixes (p x k, (p+1) x k), horizontal ones end at the
+    centre; nothing live lies past the count."""
+    from pixelcnn.ops.triton_masked_conv import live_tap_count
+
+    for k in (3, 5, 7):
+        p = k // 2
+        want = {"vA": p * k, "vB": (p + 1) * k, "hA": p * k + p + 1, "hB": p * k + p + 1}
+        for mask_type, n in want.items():
+            m = conv_mask(8, 6, k, mask_type, 3, gated_out=True)
+            assert live_tap_count(k, m) == n, mask_type
+            assert torch.all(m.flatten(2)[:, :, n:] == 0) and torch.any(m.flatten(2)[:, :, n - 1] != 0)
 
 
 def test_precision_follows_torch_settings():
@@ -360,13 +381,23 @@ def test_precision_none_inherits_and_the_legacy_switch_is_honoured():
     assert legacy_flag_readable()
 
 
-def test_model_with_triton_op_compiles_fullgraph_without_graph_breaks():
+@pytest.mark.parametrize("arch", ["pixelcnn", "gated"])
+def test_model_with_triton_op_compiles_fullgraph_without_graph_breaks(arch):
     from pixelcnn.likelihood import nll_nats
     from tests.helpers import random_model
 
     model = random_model(
-        channels=3, num_classes=4, hidden=6, blocks=1, kernel_size=3, size=(4, 5), dtype=torch.float32, std=0.2
+        channels=3,
+        num_classes=4,
+        hidden=6,
+        blocks=1,
+        kernel_size=3,
+        size=(4, 5),
+        dtype=torch.float32,
+        std=0.2,
+        arch=arch,
     ).to(DEVICE)
+    first = model.masked_convs()[0]  # the image layer (gated: the vertical stack's)
     image = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8, device=DEVICE)
     labels = torch.tensor([1, 3], device=DEVICE)
     want = model(image, labels)
@@ -379,11 +410,11 @@ def test_model_with_triton_op_compiles_fullgraph_without_graph_breaks():
     tol = 1e-2 if CUDA else 1e-4  # TF32 on a GPU
     assert float((got - want).abs().max().detach()) <= tol * float(want.abs().max().detach())
     nll_nats(compiled(image, labels), image).backward()
-    g_triton = model.conv_first.weight.grad.clone()
+    g_triton = first.weight.grad.clone()
     model.zero_grad()
     model.set_conv_impl("reference")
     nll_nats(model(image, labels), image).backward()
-    g_ref = model.conv_first.weight.grad
+    g_ref = first.weight.grad
     assert float((g_triton - g_ref).abs().max()) <= tol * float(g_ref.abs().max())
 
 

@@ -102,17 +102,27 @@ def canvas(result: dict, name: str) -> np.ndarray:
 
 @pytest.fixture(
     scope="module",
-    params=[(1, 3, (8, 8), "float32"), (3, 0, (5, 6), "float64")],
-    ids=["grey-conditional-float32", "rgb-uncond-float64"],
+    params=[
+        (1, 3, (8, 8), "float32", "pixelcnn"),
+        (3, 0, (5, 6), "float64", "pixelcnn"),
+        (1, 3, (8, 8), "float32", "gated"),
+        (3, 0, (5, 6), "float64", "gated"),
+    ],
+    ids=[
+        "grey-conditional-float32",
+        "rgb-uncond-float64",
+        "gated-grey-conditional-float32",
+        "gated-rgb-uncond-float64",
+    ],
 )
 def sampler(request, tmp_path_factory):
     """(model in the export's precision, sampler ONNX path): a tiny random model and its one-call sampler export
     (float64: what the web demo serves; float32: the default export, which onnxruntime-web runs too)."""
     browser_command()  # skip (or fail under CI) before the export when there is no browser
-    channels, num_classes, size, precision = request.param
+    channels, num_classes, size, precision, arch = request.param
     folder = tmp_path_factory.mktemp("web")
     checkpoint, model = write_checkpoint(
-        folder, channels=channels, size=size, num_classes=num_classes, hidden=8, blocks=2, kernel_size=5
+        folder, channels=channels, size=size, num_classes=num_classes, hidden=8, blocks=2, kernel_size=5, arch=arch
     )
     path = str(folder / "sampler.onnx")
     assert export_main(["onnx", "--checkpoint", checkpoint, "--sampler", "--precision", precision, "--out", path]) == 0

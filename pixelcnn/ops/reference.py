@@ -46,11 +46,13 @@ def cropped_weight(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return weight[:, :, : p + 1] * mask[:, :, : p + 1]
 
 
-def _live_taps(kh: int, kw: int) -> list[tuple[int, int]]:
-    """(row, col) of the cropped kernel's taps that a mask can leave live: every row above the centre, and the
-    centre row up to the centre (mask A's centre is live across colour groups; a dead tap only costs time)."""
-    p = kh - 1
-    return [(i, j) for i in range(kh) for j in range(kw) if i < p or j <= kw // 2]
+def _live_taps(mask: torch.Tensor) -> list[tuple[int, int]]:
+    """(row, col) of the cropped kernel's taps the mask keeps for some channel pair: the seed's mask A/B, the gated
+    stacks' vertical (every column of the rows it keeps) and horizontal (centre row only) masks alike. Read from the
+    mask's values (a host sync of k*k flags; the grad ops run eagerly, outside any compiled graph)."""
+    p = mask.shape[-1] // 2
+    live = mask[:, :, : p + 1].detach().ne(0).any(1).any(0).cpu()
+    return [(int(i), int(j)) for i, j in live.nonzero()]
 
 
 def cropped_conv2d_grad_input(grad: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -82,7 +84,7 @@ def cropped_conv2d_grad_weight(
     gs = gs.view(-1, cout)
     rows = gs.shape[0]
     gw = x.new_zeros(cout, cin, k, k)
-    for i, j in _live_taps(p + 1, k):
+    for i, j in _live_taps(mask):
         shift = i * wp + j
         m = rows - shift  # output row r pairs with input row r + shift; rows past m are padding
         b = m // _GEMM_ROWS

@@ -35,14 +35,24 @@ FOLD_BELOW = 16  # input channels below which the live taps fold into channels (
 INT32_MAX = 2**31 - 1
 
 
-def live_tap_count(kernel_size: int) -> int:
-    """Taps a masked k x k kernel can use: the rows above the centre and the centre row up to the centre.
+def live_tap_count(kernel_size: int, mask: Optional[torch.Tensor] = None) -> int:
+    """Taps of a masked k x k kernel the kernel visits: a prefix of the taps in raster order.
 
-    They are the first ``(k//2)*k + k//2 + 1`` taps in raster order. The centre tap is counted even for mask A on one
-    colour (where its weights are all zero): it costs nothing once K is padded to a block, and it keeps the count a
-    function of the kernel size alone, known on the host without reading the mask (docs/DESIGN.md §3)."""
-    p = kernel_size // 2
-    return p * kernel_size + p + 1
+    Without ``mask``: the seed's masks A/B, the rows above the centre and the centre row up to the centre, the first
+    ``(k//2)*k + k//2 + 1`` taps (the centre counted even for mask A on one colour, where its weights are all zero:
+    it costs nothing once K is padded to a block). With ``mask``: up to its last live tap, so the gated stacks'
+    masks are served too (vertical: the whole rows it keeps, one p x k or (p+1) x k prefix; horizontal: the seed's
+    prefix, whose rows above are dead weights). The mask is read once per mask tensor (a host sync) and the count
+    kept on it: masks are buffers that are never written (docs/DESIGN.md §3)."""
+    if mask is None:
+        p = kernel_size // 2
+        return p * kernel_size + p + 1
+    taps = getattr(mask, "_pixelcnn_live_taps", None)
+    if taps is None:
+        live = mask.detach().ne(0).flatten(2).any(1).any(0).nonzero()
+        taps = int(live.max()) + 1 if live.numel() else 1
+        mask._pixelcnn_live_taps = taps
+    return taps
 
 
 def fp32_precision() -> str:
@@ -331,7 +341,7 @@ def pack_weight_taps(weight: torch.Tensor, mask: torch.Tensor, transpose: bool =
     """(W*M) ``[Cout, Cin, k, k]`` -> the live taps' weights ``[taps * Cin, Cout]`` (row ``t * Cin + ci``, tap ``t``
     in raster order); ``transpose``: ``[taps * Cout, Cin]``, the weight grad_input multiplies by."""
     cout, cin, k, _ = weight.shape
-    taps = live_tap_count(k)
+    taps = live_tap_count(k, mask)
     wm = (weight * mask).permute(2, 3, 1, 0).reshape(k * k, cin, cout)[:taps]
     if transpose:
         return wm.transpose(1, 2).reshape(taps * cout, cin).contiguous()
@@ -343,12 +353,12 @@ def folds_taps(cin: int, k: int) -> bool:
     return cin < FOLD_BELOW and k > 1
 
 
-def fold_live_taps(x: torch.Tensor, k: int) -> torch.Tensor:
+def fold_live_taps(x: torch.Tensor, k: int, taps: Optional[int] = None) -> torch.Tensor:
     """``[N, C, H, W]`` -> channels-last ``[N, Kp, H, W]``: channel ``t * C + c`` is input channel c shifted by live
     tap t (zero outside the image), then zero channels up to Kp, a multiple of 16 (aligned vector loads). A 1x1
     conv of it with the packed weight is the k x k masked conv."""
     n, c, h, w = x.shape
-    p, taps = k // 2, live_tap_count(k)
+    p, taps = k // 2, taps or live_tap_count(k)
     kp = triton.cdiv(taps * c, 16) * 16
     xp = F.pad(x, (p, p, p, 0))  # live taps reach rows above and columns either side, never rows below
     cols = [xp[:, :, ky : ky + h, kx : kx + w] for ky, kx in (divmod(t, k) for t in range(taps))]
@@ -397,7 +407,7 @@ def _config_launch_args(config: dict) -> dict:
 def _launch_conv(x, wpk, cout, ksize, flip, bias, cond, residual, relu, config=None):
     """x channels-last ``[N, Cin, H, W]``; ``wpk`` ``[taps * Cin, Cout]`` in x's dtype -> channels-last output."""
     n, cin, h, w = x.shape
-    taps = live_tap_count(ksize)
+    taps = wpk.shape[0] // cin  # the packed weight holds taps * (its input channels) rows
     _check_weight_size(wpk.numel())
     out = empty_channels_last((n, cout, h, w), x)
     dummy = out
@@ -457,7 +467,7 @@ def masked_conv2d_forward(
     cout, cin, k, _ = weight.shape
     wpk = pack_weight_taps(weight, mask).to(x.dtype)
     if folds_taps(cin, k):
-        xf = fold_live_taps(x, k)
+        xf = fold_live_taps(x, k, live_tap_count(k, mask))
         wpk = F.pad(wpk, (0, 0, 0, xf.shape[1] - wpk.shape[0]))
         return _launch_conv(xf, wpk, cout, 1, False, bias, cond, residual, relu, config)
     return _launch_conv(channels_last(x), wpk, cout, k, False, bias, cond, residual, relu, config)
@@ -492,10 +502,10 @@ def masked_conv2d_grad_weight(
 ) -> torch.Tensor:
     """d conv(x, W*M) / dW given the pre-activation gradient: ``[Cout, Cin, k, k]`` in W's dtype, 0 on masked taps."""
     cout, cin, k, _ = weight.shape
-    taps = live_tap_count(k)
+    taps = live_tap_count(k, mask)
     g = channels_last(grad_pre.to(x.dtype))
     if folds_taps(cin, k):  # the first layer: one (taps x Cin) x Cout GEMM over the folded input
-        xk, kk, tk = fold_live_taps(x, k), 1, 1
+        xk, kk, tk = fold_live_taps(x, k, taps), 1, 1
     else:
         xk, kk, tk = channels_last(x), k, taps
     n, ck, h, w = xk.shape
