@@ -36,6 +36,7 @@ def _extensions():
         "csrc/module.cpp",
         "csrc/ops.cpp",
         "csrc/sampler.cpp",
+        "csrc/gated_sampler.cpp",
         "csrc/gemm.cpp",
         "csrc/cpu_isa.cpp",
         "csrc/emulation/sampler_emulated.cpp",

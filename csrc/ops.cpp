@@ -42,6 +42,17 @@ TORCH_LIBRARY(pixelcnn, m) {
   m.def(
       "cached_sample_emulated(Tensor uniforms, Tensor[] weights, Tensor[] biases, Tensor[] conds, int channels, "
       "float temperature, Tensor? known=None, Tensor? known_mask=None) -> Tensor");
+  // The gated PixelCNN (docs/DESIGN.md §3, §5): the vertical stack once per row (all W positions in one product),
+  // the horizontal stack per sub-pixel. weights/biases per layer l = 0..L-1: v_conv [2h, Cin, k, k], h_conv
+  // [2h, Cin, k, k] (masked; Cin = C for l = 0, else h), link [2h, 2h, 1, 1], proj [h, h, 1, 1] (masked); then
+  // head_hidden [hh, h, 1, 1], head_out [256*C, hh, 1, 1]. conds: empty, or per layer embed_v, embed_h [N, 2h].
+  // Same uniforms, draw rule and completion contract as cached_sample.
+  m.def(
+      "gated_cached_sample(Tensor uniforms, Tensor[] weights, Tensor[] biases, Tensor[] conds, int channels, "
+      "float temperature, Tensor? known=None, Tensor? known_mask=None) -> Tensor");
+  m.def(
+      "gated_cached_sample_emulated(Tensor uniforms, Tensor[] weights, Tensor[] biases, Tensor[] conds, "
+      "int channels, float temperature, Tensor? known=None, Tensor? known_mask=None) -> Tensor");
   m.def("emulated_launches() -> int");  // kernel launches the emulation has run in this process
   m.def("draw(Tensor logits, Tensor u, float temperature) -> Tensor");
 }

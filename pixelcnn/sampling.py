@@ -14,8 +14,9 @@ import torch
 
 from pixelcnn.draw import draw_values
 from pixelcnn.extension import extension_error, load_extension
+from pixelcnn.gated import GatedPixelCNN
 from pixelcnn.model import PixelCNN
-from pixelcnn.ops.cached_sample import cached_sample
+from pixelcnn.ops.cached_sample import cached_sample, gated_cached_sample
 from pixelcnn.step import cached_step
 
 METHODS = ("naive", "cached", "cached_ext", "cuda_emulated")
@@ -112,20 +113,21 @@ def sample(
 
 
 # the architectures the extension's samplers (cached_ext, cuda_emulated) run
-EXTENSION_ARCHS = ("pixelcnn",)
+# the architectures each extension method runs
+EXTENSION_ARCHS = {"cached_ext": ("pixelcnn",), "cuda_emulated": ("pixelcnn",)}
 
 
 def resolve_method(method: str, arch: str = "pixelcnn") -> str:
     """``auto`` -> ``cached_ext`` when the extension loaded and runs ``arch``, else ``cached``; explicit choices are
     checked."""
     if method == "auto":
-        return "cached_ext" if load_extension() is not None and arch in EXTENSION_ARCHS else "cached"
+        return "cached_ext" if load_extension() is not None and arch in EXTENSION_ARCHS["cached_ext"] else "cached"
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r}; expected one of {METHODS} or 'auto'")
     if method in ("cached_ext", "cuda_emulated"):
-        if arch not in EXTENSION_ARCHS:
+        if arch not in EXTENSION_ARCHS[method]:
             raise ValueError(
-                f"method={method!r} does not run arch={arch!r} models yet (it runs {EXTENSION_ARCHS}); "
+                f"method={method!r} does not run arch={arch!r} models yet (it runs {EXTENSION_ARCHS[method]}); "
                 f"use method='cached' or 'naive'"
             )
         if load_extension() is None:
@@ -195,29 +197,35 @@ class CachedSampler:
 
 
 def extension_arguments(model: PixelCNN, labels: Optional[torch.Tensor]):
-    """Masked weights, biases and class vectors in the order the ``pixelcnn::cached_sample`` schema takes them:
-    first conv, then (conv_in, conv_mid, conv_out) per block, then head_hidden, head_out."""
-    convs = [model.conv_first]
-    for b in model.blocks:
-        convs += [b.conv_in, b.conv_mid, b.conv_out]
+    """Masked weights, biases and class vectors in the order the extension's op for ``model``'s architecture takes
+    them (csrc/ops.cpp). ``pixelcnn::cached_sample``: first conv, then (conv_in, conv_mid, conv_out) per block, then
+    head_hidden, head_out; class vectors of the first conv and each block. ``pixelcnn::gated_cached_sample``:
+    (v_conv, h_conv, link, proj) per layer, then head_hidden, head_out; class vectors (embed_v, embed_h) per layer."""
+    if isinstance(model, GatedPixelCNN):
+        convs = [m for layer in model.layers for m in (layer.v_conv, layer.h_conv, layer.link, layer.proj)]
+        embeds = [e for layer in model.layers for e in (layer.embed_v, layer.embed_h)]
+    else:
+        convs = [model.conv_first] + [m for b in model.blocks for m in (b.conv_in, b.conv_mid, b.conv_out)]
+        embeds = [model.embed] + [b.embed for b in model.blocks]
     convs += [model.head_hidden, model.head_out]
-    weights = [(m.weight * m.mask).contiguous() for m in convs]
+    weights = [(m.weight * m.mask if getattr(m, "mask", None) is not None else m.weight).contiguous() for m in convs]
     biases = [m.bias.contiguous() for m in convs]
     conds = []
-    if model.embed is not None:
-        conds = [model.embed(labels)] + [b.embed(labels) for b in model.blocks]
-        conds = [x.to(weights[0].dtype).contiguous() for x in conds]
+    if model.num_classes:
+        conds = [e(labels).to(weights[0].dtype).contiguous() for e in embeds]
     return weights, biases, conds
 
 
 def _sample_ext(model, labels, u, temperature, known=None, known_mask=None, emulated=False):
     weights, biases, conds = extension_arguments(model, labels)
+    gated = isinstance(model, GatedPixelCNN)
     if not emulated:
-        return cached_sample(u.contiguous(), weights, biases, conds, model.channels, temperature, known, known_mask)
+        op = gated_cached_sample if gated else cached_sample
+        return op(u.contiguous(), weights, biases, conds, model.channels, temperature, known, known_mask)
     if u.device.type != "cpu":
         raise ValueError(
             f"method='cuda_emulated' runs the CUDA kernels on the CPU: move the model to the CPU (it is on {u.device})"
         )
-    return torch.ops.pixelcnn.cached_sample_emulated(
-        u.contiguous(), weights, biases, conds, model.channels, float(temperature), known, known_mask
-    )
+    ops = torch.ops.pixelcnn
+    op = ops.gated_cached_sample_emulated if gated else ops.cached_sample_emulated
+    return op(u.contiguous(), weights, biases, conds, model.channels, float(temperature), known, known_mask)

@@ -41,6 +41,27 @@ def cached_sample(
     )
 
 
+def gated_cached_sample(
+    uniforms: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    conds: Sequence[torch.Tensor],
+    channels: int,
+    temperature: float,
+    known: Optional[torch.Tensor] = None,
+    known_mask: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """``cached_sample`` for a ``GatedPixelCNN`` (the vertical stack once per row, the horizontal stack per
+    sub-pixel): uint8 ``[N, C, H, W]``, same uniforms, draw rule and completion contract.
+
+    ``weights``/``biases`` per layer (v_conv, h_conv, link, proj; masked weights ``[Cout, Cin, k, k]``), then
+    head_hidden and head_out; ``conds``: empty, or (embed_v, embed_h) ``[N, 2h]`` per layer
+    (``sampling.extension_arguments`` builds them from a model)."""
+    return _ops().gated_cached_sample(
+        uniforms, list(weights), list(biases), list(conds), int(channels), float(temperature), known, known_mask
+    )
+
+
 def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
     """The draw rule (csrc/draw.h) on each row of ``logits`` ``[N, 256]`` with uniforms ``u`` float32 ``[N]``:
     int64 ``[N]`` values in 0..255."""
@@ -48,7 +69,6 @@ def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Ten
 
 
 def _register_fakes() -> None:
-    @torch.library.register_fake("pixelcnn::cached_sample")
     def _cached_sample_fake(uniforms, weights, biases, conds, channels, temperature, known=None, known_mask=None):
         torch._check(
             uniforms.dim() == 4 and uniforms.dtype == torch.float32,
@@ -61,6 +81,9 @@ def _register_fakes() -> None:
             lambda: f"cached_sample: uniforms have {uniforms.shape[1]} channels, model has {channels}",
         )
         return uniforms.new_empty(uniforms.shape, dtype=torch.uint8)
+
+    for name in ("cached_sample", "gated_cached_sample"):
+        torch.library.register_fake(f"pixelcnn::{name}")(_cached_sample_fake)
 
     @torch.library.register_fake("pixelcnn::draw")
     def _draw_fake(logits, u, temperature):
