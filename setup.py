@@ -41,6 +41,8 @@ def _extensions():
         "csrc/cpu_isa.cpp",
         "csrc/emulation/sampler_emulated.cpp",
         "csrc/emulation/sampler_kernels_emulated.cpp",
+        "csrc/emulation/gated_emulated.cpp",
+        "csrc/emulation/gated_kernels_emulated.cpp",
     ]
     # the C++ standard comes from torch (C++20 for 2.14); no fused multiply-add unless written out, so that the
     # draw rule (csrc/draw.h) gives the same bits as its Python mirror and the CUDA build (--fmad=false)
@@ -50,7 +52,12 @@ def _extensions():
     if with_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
-        sources += ["csrc/cuda/sampler_cuda.cpp", "csrc/cuda/sampler_kernels.cu"]
+        sources += [
+            "csrc/cuda/sampler_cuda.cpp",
+            "csrc/cuda/sampler_kernels.cu",
+            "csrc/cuda/gated_cuda.cpp",
+            "csrc/cuda/gated_kernels.cu",
+        ]
         ext = CUDAExtension(
             "pixelcnn._C",
             sources,

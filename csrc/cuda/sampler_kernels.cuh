@@ -131,9 +131,10 @@ struct DrawScratch {
 };
 
 // Sub-pixel (i, j, c) of images n0 + w, w < m, by warp w: csrc/draw.h's rule with lane l holding levels
-// 8l .. 8l+7. Every thread of the block must call it (it holds barriers).
-template <typename T>
-__device__ void draw_group(const Net<T>& net, const T* logits, int n0, int m, int i, int j, int c, DrawScratch s) {
+// 8l .. 8l+7. Every thread of the block must call it (it holds barriers). `net`: any sampler's net (Net, GatedNet)
+// with N, C, H, W, u, image, known, known_mask and temperature.
+template <typename NetT, typename T>
+__device__ void draw_group(const NetT& net, const T* logits, int n0, int m, int i, int j, int c, DrawScratch s) {
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const bool active = warp < m;
   double local[draw::kChunk];

@@ -3,12 +3,15 @@
 // Exactness against the CPU op is tested from Python (tests/test_cuda_emulated.py); this checks what Python cannot
 // reach: the emulator's thread/block indices and barrier semantics, its GPU-like launch errors, and that the
 // kernel gives every image the same result whatever the launch plan (whole loop or one step per launch, 1 or 4
-// images per block, images alone or in a batch).
+// images per block, images alone or in a batch); likewise the gated kernels (rows of sub-pixels in one launch or
+// several, 1 or 4 images per block, row tiles holding one image or several).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
+#include "../cuda/gated_kernels.cuh"
 #include "../cuda/sampler_kernels.cuh"
 
 namespace {
@@ -228,11 +231,152 @@ void test_sampler_plans() {
   }
 }
 
+// A random gated model of the gated sampler's layout (packed live rectangles): C colours, layer 0 with kernel k0,
+// L - 1 later layers with kernel k, each stack h wide, head h -> 2h -> 256*C, class vectors for every layer.
+struct GatedModel {
+  int C = 3, H = 4, W = 5, h = 6, L = 3, k0 = 5, k = 3;
+  struct Dense {
+    std::vector<double> w, b;
+    int K, cout;
+  };
+  std::vector<Dense> v, hc, link, proj;
+  Dense head_hidden, head_out;
+  std::vector<std::vector<double>> embed_v, embed_h;  // [N][2h] per layer
+
+  static Dense random(int K, int cout) {
+    Dense d{std::vector<double>(static_cast<size_t>(K) * cout), std::vector<double>(cout), K, cout};
+    for (auto& x : d.w) x = (uniform() - 0.5) * 0.6;
+    for (auto& x : d.b) x = (uniform() - 0.5) * 0.6;
+    return d;
+  }
+
+  explicit GatedModel(int n) {
+    for (int l = 0; l < L; ++l) {
+      const int kk = l == 0 ? k0 : k, p = kk / 2, cin = l == 0 ? C : h, vrows = l == 0 ? p : p + 1;
+      v.push_back(random(vrows * kk * cin, 2 * h));
+      hc.push_back(random((p + 1) * cin, 2 * h));
+      link.push_back(random(2 * h, 2 * h));
+      proj.push_back(random(h, h));
+      for (auto* e : {&embed_v, &embed_h}) {
+        e->emplace_back(static_cast<size_t>(n) * 2 * h);
+        for (auto& x : e->back()) x = (uniform() - 0.5) * 0.6;
+      }
+    }
+    head_hidden = random(h, 2 * h);
+    head_out = random(2 * h, 256 * C);
+  }
+};
+
+// Samples images [first, first + n) of the gated `model` (whose class vectors and uniforms cover `total` images).
+std::vector<uint8_t> sample_gated(const GatedModel& m, const std::vector<float>& u, int total, int first, int n,
+                                  long long steps_per_launch, long long* launches) {
+  using pixelcnn_cuda::Layer;
+  auto layer = [](const GatedModel::Dense& d, int cin, int k) {
+    Layer<double> L{};
+    L.w = d.w.data();
+    L.bias = d.b.data();
+    L.K = d.K;
+    L.cout = d.cout;
+    L.cin = cin;
+    L.k = k;
+    L.p = k / 2;
+    L.rows = 1;
+    return L;
+  };
+  std::vector<std::vector<double>> bufs, conds;
+  bufs.reserve(2 * m.L + 2);
+  conds.reserve(2 * m.L);
+  const int p0 = m.k0 / 2;
+  bufs.emplace_back(static_cast<size_t>(n) * (p0 + 1) * (m.W + 2 * p0) * m.C, 0.0);
+  double* image_ring = bufs.back().data();
+  std::vector<pixelcnn_cuda::GatedLayer<double>> layers;
+  int patch = 0, row_patch = 0;
+  for (int l = 0; l < m.L; ++l) {
+    const int kk = l == 0 ? m.k0 : m.k, p = kk / 2, cin = l == 0 ? m.C : m.h;
+    pixelcnn_cuda::GatedLayer<double> G{};
+    G.vrows = l == 0 ? p : p + 1;
+    G.v = layer(m.v[l], cin, kk);
+    G.h = layer(m.hc[l], cin, kk);
+    G.v.wp = G.h.wp = m.W + 2 * p;
+    if (l == 0) {
+      G.v.buf = G.h.buf = image_ring;
+      G.v.rows = G.h.rows = p0 + 1;
+    } else {
+      bufs.emplace_back(static_cast<size_t>(n) * (p + 1) * (m.W + 2 * p) * m.h, 0.0);
+      G.v.buf = bufs.back().data();
+      G.v.rows = p + 1;
+      bufs.emplace_back(static_cast<size_t>(n) * (m.W + 2 * p) * m.h, 0.0);
+      G.h.buf = bufs.back().data();
+    }
+    G.link = layer(m.link[l], 2 * m.h, 1);
+    G.proj = layer(m.proj[l], m.h, 1);
+    for (const auto* e : {&m.embed_v[l], &m.embed_h[l]}) {
+      const size_t width = e->size() / total;
+      conds.emplace_back(e->begin() + first * width, e->begin() + (first + n) * width);
+    }
+    G.embed_v = conds[conds.size() - 2].data();
+    G.embed_h = conds.back().data();
+    patch = std::max(patch, G.h.K);
+    row_patch = std::max(row_patch, G.v.K);
+    layers.push_back(G);
+  }
+  bufs.emplace_back(static_cast<size_t>(m.L) * m.W * n * 2 * m.h, 0.0);
+  const size_t plane = static_cast<size_t>(m.C) * m.H * m.W;
+  std::vector<float> uu(u.begin() + first * plane, u.begin() + (first + n) * plane);
+  std::vector<uint8_t> image(n * plane, 0);
+  pixelcnn_cuda::GatedNet<double> net{};
+  net.layers = layers.data();
+  net.L = m.L;
+  net.head_hidden = layer(m.head_hidden, m.h, 1);
+  net.head_out = layer(m.head_out, 2 * m.h, 1);
+  net.N = n;
+  net.C = m.C;
+  net.H = m.H;
+  net.W = m.W;
+  net.hidden = m.h;
+  net.u = uu.data();
+  net.image = image.data();
+  net.temperature = 0.8;
+  net.link = bufs.back().data();
+  net.patch = patch;
+  net.row_patch = row_patch;
+  pixelcnn_cuda::GatedSampling<double> run{net, {}};
+  run.options.steps_per_launch = steps_per_launch;
+  const long long before = pixelcnn_emu::launch_count();
+  const auto plan = pixelcnn_cuda::run_gated_sampling(run, nullptr);
+  if (launches) *launches = pixelcnn_emu::launch_count() - before;
+  EXPECT(pixelcnn_emu::launch_count() - before == plan.launches);
+  return image;
+}
+
+void test_gated_sampler_plans() {
+  const int n = 17;  // 4 images per block, the last group partial; row tiles of 8 positions cross images
+  GatedModel m(n);
+  std::vector<float> u(static_cast<size_t>(n) * m.C * m.H * m.W);
+  for (auto& x : u) x = static_cast<float>(uniform());
+  long long launches = 0;
+  const auto whole = sample_gated(m, u, n, 0, n, 0, &launches);
+  EXPECT(launches == m.H * (m.L + 1));
+  const auto stepwise = sample_gated(m, u, n, 0, n, 1, &launches);
+  EXPECT(launches == m.H * (m.L + m.W * m.C));
+  EXPECT(whole == stepwise);
+  EXPECT(sample_gated(m, u, n, 0, n, 4, nullptr) == whole);
+  int spread = 0;
+  for (uint8_t v : whole) spread += v != whole[0];
+  EXPECT(spread > 100);  // not a constant image
+  const size_t plane = static_cast<size_t>(m.C) * m.H * m.W;
+  for (int first : {0, 6, 16}) {  // one image alone (1 image per block, its own row tiles) equals its batch row
+    const auto alone = sample_gated(m, u, n, first, 1, 0, nullptr);
+    EXPECT(std::equal(alone.begin(), alone.end(), whole.begin() + first * plane));
+  }
+}
+
 }  // namespace
 
 int main() {
   test_emulator();
   test_sampler_plans();
+  test_gated_sampler_plans();
   if (failures) {
     std::fprintf(stderr, "emulation self-test: %d failure(s)\n", failures);
     return 1;
