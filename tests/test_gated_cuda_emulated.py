@@ -63,12 +63,13 @@ def test_gated_emulated_kernels_in_groups_of_four_images_and_two_blocks_equal_ca
     assert torch.equal(got, want)
 
 
-def test_gated_emulated_completion_copies_known_subpixels_like_the_cached_sampler():
-    model = gated_model(channels=3, num_classes=3)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_gated_emulated_completion_copies_known_subpixels_like_the_cached_sampler(channels):
+    model = gated_model(channels=channels, num_classes=3)
     labels = torch.tensor([0, 2, 1])
     g = torch.Generator().manual_seed(7)
-    known = torch.randint(0, 256, (3, 3, 4, 5), generator=g, dtype=torch.uint8)
-    mask = torch.rand(3, 3, 4, 5, generator=g) < 0.4
+    known = torch.randint(0, 256, (3, channels, 4, 5), generator=g, dtype=torch.uint8)
+    mask = torch.rand(3, channels, 4, 5, generator=g) < 0.4
     want = sample(model, labels, 0.9, torch.Generator().manual_seed(8), "cached", known=known, known_mask=mask)
     got = sample(model, labels, 0.9, torch.Generator().manual_seed(8), "cuda_emulated", known=known, known_mask=mask)
     assert torch.equal(got[mask], known[mask])
@@ -158,6 +159,18 @@ def test_gated_emulated_bad_inputs_get_clear_errors():
     assert torch.equal(
         op(u_t, [w.transpose(2, 3).contiguous().transpose(2, 3) for w in weights], biases, conds, 1, 1.0), want
     )
+
+
+def test_cli_samples_a_gated_checkpoint_with_cuda_emulated(tmp_path):
+    from pixelcnn.sample import main
+    from tests.helpers import write_checkpoint
+
+    path, _ = write_checkpoint(
+        tmp_path, channels=1, size=(4, 4), num_classes=2, hidden=8, blocks=1, kernel_size=3, arch="gated"
+    )
+    out = tmp_path / "grid.png"
+    assert main(["--checkpoint", path, "--out", str(out), "--n-per-class", "2", "--method", "cuda_emulated"]) == 0
+    assert out.stat().st_size > 0
 
 
 def _gpu_case(n, dtype, std):
