@@ -114,7 +114,7 @@ def sample(
 
 # the architectures the extension's samplers (cached_ext, cuda_emulated) run
 # the architectures each extension method runs
-EXTENSION_ARCHS = {"cached_ext": ("pixelcnn",), "cuda_emulated": ("pixelcnn",)}
+EXTENSION_ARCHS = {"cached_ext": ("pixelcnn", "gated"), "cuda_emulated": ("pixelcnn",)}
 
 
 def resolve_method(method: str, arch: str = "pixelcnn") -> str:
