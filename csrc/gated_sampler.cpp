@@ -9,8 +9,9 @@
 // gemm.h on the ISA cpu_isa.h selects. Stale ring values from an older row sit where the weights are exactly 0.
 //
 // Threads: with at least as many images as threads, each thread samples its own images with no synchronisation.
-// With fewer, a team splits each row's vertical stack by columns (a barrier after each layer) and thread 0 runs
-// the sub-pixels, whose products at batch 1 are too small to share. The sums do not depend on the split.
+// With fewer, a pipeline of two threads: thread 1 computes the vertical stacks a few columns behind the pixels
+// thread 0 draws (a hand-over per pixel through two atomic counters), so at batch 1 the row work and the
+// sub-pixels overlap. The sums do not depend on the split, so neither do the images.
 #include "gated_sampler.h"
 
 #include <ATen/Parallel.h>
@@ -21,9 +22,11 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -120,7 +123,6 @@ namespace {
 using cpu_sampler::Buffer;
 using cpu_sampler::Layer;
 using cpu_sampler::Share;
-using cpu_sampler::sync;
 
 // Weight [Cout, Cin, k, k] restricted to kernel rows [r0, r1) and columns [0, c1) as the [K][Cout] matrix of its
 // taps, K = (r1 - r0) * c1 * Cin, each tap's Cin inputs in order: a ring row laid out [W + 2p][Cin] gives the matching
@@ -258,14 +260,13 @@ class GatedSampler {
   at::Tensor run() {
     const int threads = at::in_parallel_region() ? 1 : std::max(1, at::get_num_threads());
     const bool by_images = N_ >= threads;
-    const int64_t worth = std::max<int64_t>(1, N_ * W_ * row_multiply_adds() / kTeamRowMacsPerThread);
-    const int team = static_cast<int>(by_images ? std::min<int64_t>(threads, N_) : std::min<int64_t>(threads, worth));
+    const bool pipeline = !by_images && threads > 1 && N_ * W_ * row_multiply_adds() >= kPipelineRowMacs;
+    const int team = static_cast<int>(by_images ? std::min<int64_t>(threads, N_) : pipeline ? 2 : 1);
     // all allocation before the threads start: a scratch per thread, sized for its images (split by images) or for
-    // all images and its columns of a row (a team)
+    // all of them (a pipeline)
     const int64_t images = by_images ? (N_ + team - 1) / team : N_;
-    const int64_t columns = by_images ? W_ : (W_ + team - 1) / team;
     std::vector<Scratch<T>> scratch;
-    for (int t = 0; t < team; ++t) scratch.push_back(make_scratch(images, columns));
+    for (int t = 0; t < team; ++t) scratch.push_back(make_scratch(images));
 #ifdef _OPENMP
 #pragma omp parallel num_threads(team) if (team > 1)
 #endif
@@ -279,17 +280,25 @@ class GatedSampler {
         for (int share = t; share < team; share += nt) {
           sample({N_ * share / team, N_ * (share + 1) / team, 0, 1}, scratch[share]);
         }
-      } else {
-        sample({0, N_, t, nt}, scratch[t]);
+      } else if (nt == 1) {
+        sample({0, N_, 0, 1}, scratch[0]);
+      } else if (t == 0) {
+        sample_pixels({0, N_, 0, 2}, scratch[0]);
+      } else if (t == 1) {
+        sample_stacks({0, N_, 1, 2}, scratch[1]);
       }
     }
     return image_;
   }
 
  private:
-  // A team shares the row phase (its columns) once that is worth a barrier per layer and row: 2^18 multiply-adds,
-  // some 20 us on one core, against a barrier's microsecond.
-  static constexpr int64_t kTeamRowMacsPerThread = int64_t(1) << 18;
+  // Fewer images than threads: thread 1 runs the vertical stacks a few columns behind thread 0's sub-pixels (a
+  // pipeline) once a row of them is worth it, 2^18 multiply-adds (some 20 us on one core) against a hand-over per
+  // pixel. Splitting each row's stack by columns with a barrier per layer instead ran 3x slower than one thread on
+  // this shared 2-core machine (a barrier waits for a descheduled thread; measured at h = 40, 6 blocks, batch 1).
+  static constexpr int64_t kPipelineRowMacs = int64_t(1) << 18;
+  // Columns a pipelined layer waits for before its product (M = images x columns rows), unless the row is complete.
+  static constexpr int64_t kPipelineColumns = 4;
 
   // Multiply-adds of the row phase per image position (every layer's vertical conv and link).
   int64_t row_multiply_adds() const {
@@ -298,10 +307,10 @@ class GatedSampler {
     return total;
   }
 
-  Scratch<T> make_scratch(int64_t images, int64_t columns) const {
+  Scratch<T> make_scratch(int64_t images) const {
     int64_t kv = 0;
     for (const auto& G : layers_) kv = std::max(kv, G.v.K());
-    const int64_t rows = images * columns;
+    const int64_t rows = images * W_;
     Scratch<T> s;
     s.patch = Buffer<T>(rows * kv);
     s.pre = Buffer<T>(rows * ld2_);
@@ -316,20 +325,67 @@ class GatedSampler {
     return s;
   }
 
-  // Every row in order: its vertical stack (shared by a team, column ranges), then its sub-pixels (thread 0).
+  // Every row in order: its vertical stack, then its sub-pixels.
   void sample(const Share& s, Scratch<T>& a) {
     for (int64_t i = 0; i < H_; ++i) {
-      const int64_t w0 = W_ * s.t / s.nt, w1 = W_ * (s.t + 1) / s.nt;
-      for (int64_t b = 0; b < L_; ++b) {
-        vertical(s, a, b, i, w0, w1);
-        sync(s);  // layer b + 1 reads the neighbouring columns of layer b's output
+      for (int64_t b = 0; b < L_; ++b) vertical(s, a, b, i, 0, W_);
+      for (int64_t j = 0; j < W_; ++j) pixel(s, a, i, j);
+    }
+  }
+
+  void pixel(const Share& s, Scratch<T>& a, int64_t i, int64_t j) {
+    for (int64_t c = 0; c < C_; ++c) subpixel(s, a, i, j, c);
+  }
+
+  // Wait until x >= at_least (acquire: what the other thread wrote before it published x is visible).
+  static int64_t wait_for(const std::atomic<int64_t>& x, int64_t at_least) {
+    int64_t v;
+    for (int spins = 0; (v = x.load(std::memory_order_acquire)) < at_least; ++spins) {
+      if (spins > 100) std::this_thread::yield();  // the machine may have fewer free cores than threads
+    }
+    return v;
+  }
+
+  // The pipeline's thread 0: the sub-pixels in raster order, each pixel once thread 1 has stacked its position;
+  // publishes the pixels drawn (drawn_ = i * W + j + 1 after pixel (i, j)).
+  void sample_pixels(const Share& s, Scratch<T>& a) {
+    for (int64_t i = 0; i < H_; ++i) {
+      for (int64_t j = 0; j < W_; ++j) {
+        wait_for(stacked_, i * W_ + j + 1);
+        pixel(s, a, i, j);
+        drawn_.store(i * W_ + j + 1, std::memory_order_release);
       }
-      if (s.t == 0) {
-        for (int64_t j = 0; j < W_; ++j) {
-          for (int64_t c = 0; c < C_; ++c) subpixel(s, a, i, j, c);
+    }
+  }
+
+  // The pipeline's thread 1: row by row, each layer's vertical stack as far as its inputs are final (layer 0 at
+  // column w reads image row i-1 up to column w + p0, layer b the output of layer b-1 up to w + p), kPipelineColumns
+  // at a time; publishes the positions stacked in every layer (stacked_ = i * W + columns). Thread 0 is then
+  // past every column this writes of the link state (the single-row state of the row before) and image ring rows
+  // are final before they are read. Thread 0 stays on row i until thread 1 has all of it, so neither laps the other.
+  void sample_stacks(const Share& s, Scratch<T>& a) {
+    std::vector<int64_t> done(L_);
+    for (int64_t i = 0; i < H_; ++i) {
+      std::fill(done.begin(), done.end(), 0);
+      int64_t seen = 0;  // drawn_ as last read
+      while (done[L_ - 1] < W_) {
+        const int64_t above = i == 0 ? W_ : std::clamp<int64_t>(seen - (i - 1) * W_, 0, W_);
+        bool progressed = false;
+        for (int64_t b = 0; b < L_; ++b) {
+          const int64_t below = b == 0 ? above : done[b - 1], reach = b == 0 ? layers_[0].v.p : layers_[b].v.p;
+          const int64_t ready = below == W_ ? W_ : std::max<int64_t>(0, below - reach);
+          if (ready == W_ ? ready > done[b] : ready - done[b] >= kPipelineColumns) {
+            vertical(s, a, b, i, done[b], ready);
+            done[b] = ready;
+            progressed = true;
+          }
+        }
+        if (progressed) {
+          stacked_.store(i * W_ + done[L_ - 1], std::memory_order_release);
+        } else {
+          seen = wait_for(drawn_, seen + 1);
         }
       }
-      sync(s);  // the next row's vertical stack reads this row of the image
     }
   }
 
@@ -454,6 +510,7 @@ class GatedSampler {
   std::vector<at::Tensor> conds_;
   int64_t ld2_ = 0, ld_ = 0;  // row strides of the 2h pre-activations and the h-wide activations (whole panels)
   Buffer<T> link_state_;      // [N][L][W][ld2]: link(v_pre) + link bias + embed_h + h_conv bias of row i
+  std::atomic<int64_t> drawn_{0}, stacked_{0};  // a pipeline's progress (pixels drawn, positions stacked)
   at::Tensor image_;
   uint8_t* pixels_ = nullptr;
 };
