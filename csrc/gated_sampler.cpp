@@ -8,9 +8,9 @@
 // gate, proj and the residual, then the head, the draw (draw.h) and the write into the image ring. Products:
 // gemm.h on the ISA cpu_isa.h selects. Stale ring values from an older row sit where the weights are exactly 0.
 //
-// Threads: with at least as many images as threads, each thread samples its own images with no synchronisation.
-// With fewer, a pipeline of two threads: thread 1 computes the vertical stacks a few columns behind the pixels
-// thread 0 draws (a hand-over per pixel through two atomic counters), so at batch 1 the row work and the
+// Threads: from two images on, each thread samples its own images with no synchronisation. A single image on two
+// threads or more runs as a pipeline of two threads: thread 1 computes the vertical stacks a few columns behind the
+// pixels thread 0 draws (a hand-over per pixel through two atomic counters), so at batch 1 the row work and the
 // sub-pixels overlap. The sums do not depend on the split, so neither do the images.
 #include "gated_sampler.h"
 
@@ -259,8 +259,10 @@ class GatedSampler {
 
   at::Tensor run() {
     const int threads = at::in_parallel_region() ? 1 : std::max(1, at::get_num_threads());
-    const bool by_images = N_ >= threads;
-    const bool pipeline = !by_images && threads > 1 && N_ * W_ * row_multiply_adds() >= kPipelineRowMacs;
+    // two images or more: min(threads, N) threads, each with its own images (a pipeline takes two threads, so
+    // below one image per thread it would win only at batch 1)
+    const bool by_images = N_ >= std::min(threads, 2);
+    const bool pipeline = !by_images && N_ * W_ * row_multiply_adds() >= kPipelineRowMacs;
     const int team = static_cast<int>(by_images ? std::min<int64_t>(threads, N_) : pipeline ? 2 : 1);
     // all allocation before the threads start: a scratch per thread, sized for its images (split by images) or for
     // all of them (a pipeline)
@@ -292,7 +294,7 @@ class GatedSampler {
   }
 
  private:
-  // Fewer images than threads: thread 1 runs the vertical stacks a few columns behind thread 0's sub-pixels (a
+  // One image: thread 1 runs the vertical stacks a few columns behind thread 0's sub-pixels (a
   // pipeline) once a row of them is worth it, 2^18 multiply-adds (some 20 us on one core) against a hand-over per
   // pixel. Splitting each row's stack by columns with a barrier per layer instead ran 3x slower than one thread on
   // this shared 2-core machine (a barrier waits for a descheduled thread; measured at h = 40, 6 blocks, batch 1).
