@@ -195,8 +195,8 @@ struct GatedLayer {
   int64_t v_rows = 0;  // kernel rows the vertical conv reads: p (layer 0, rows above) or p + 1 (and the centre row)
 };
 
-// Scratch of one thread: the row phase's patches and products for up to `rows` positions, the sub-pixel phase's
-// activations for up to `images` images.
+// Scratch of one thread: the row phase's patches and products for up to rows = images x W positions, the sub-pixel
+// phase's activations for up to `images` images.
 template <typename T>
 struct Scratch {
   Buffer<T> patch, pre, link;                  // [rows][Kv], [rows][2h padded], [rows][2h padded]
@@ -294,10 +294,10 @@ class GatedSampler {
   }
 
  private:
-  // One image: thread 1 runs the vertical stacks a few columns behind thread 0's sub-pixels (a
-  // pipeline) once a row of them is worth it, 2^18 multiply-adds (some 20 us on one core) against a hand-over per
-  // pixel. Splitting each row's stack by columns with a barrier per layer instead ran 3x slower than one thread on
-  // this shared 2-core machine (a barrier waits for a descheduled thread; measured at h = 40, 6 blocks, batch 1).
+  // One image: thread 1 runs the vertical stacks a few columns behind thread 0's sub-pixels (a pipeline) once a
+  // row of them is worth it, 2^18 multiply-adds (some 20 us on one core) against a hand-over per pixel. Splitting each
+  // row's stack by columns with a barrier per layer instead ran 3x slower than one thread on this shared 2-core machine
+  // (a barrier waits for a descheduled thread; measured at h = 40, 6 blocks, batch 1).
   static constexpr int64_t kPipelineRowMacs = int64_t(1) << 18;
   // Columns a pipelined layer waits for before its product (M = images x columns rows), unless the row is complete.
   static constexpr int64_t kPipelineColumns = 4;
