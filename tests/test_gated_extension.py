@@ -95,19 +95,20 @@ def test_scalar_path_draws_the_same_gated_images_as_vector_path_in_float64(isa, 
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n,hidden", [(1, 48), (3, 16)])
-def test_gated_thread_split_does_not_change_a_bit(dtype, n, hidden):
-    """1 image on 2 threads: a team splits each row's vertical stack by columns (h = 48 and W = 8 make a row worth
-    it); 3 images: each thread owns images. Every sum keeps its order, so even float32 images equal the
-    single-thread ones."""
+@pytest.mark.parametrize("n,hidden,complete", [(1, 48, False), (1, 48, True), (3, 16, False)])
+def test_gated_thread_split_does_not_change_a_bit(dtype, n, hidden, complete):
+    """1 image on 2 threads: a pipeline (thread 1 stacks the rows a few columns behind thread 0's pixels; h = 48
+    and W = 8 make a row worth it); 3 images: each thread owns images. Every sum keeps its order, so even float32
+    images equal the single-thread ones."""
     model = gated_model(3, 5, hidden=hidden, size=(5, 8), dtype=dtype, seed=5, std=0.15)
     u, weights, biases, conds = op_inputs(model, n, seed=5)
+    known = completion(u.shape) if complete else ()
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = gated_cached_sample(u, weights, biases, conds, 3, 1.1)
+        one = gated_cached_sample(u, weights, biases, conds, 3, 1.1, *known)
         torch.set_num_threads(2)
-        two = gated_cached_sample(u, weights, biases, conds, 3, 1.1)
+        two = gated_cached_sample(u, weights, biases, conds, 3, 1.1, *known)
     finally:
         torch.set_num_threads(threads)
     assert one.float().std() > 10
