@@ -44,6 +44,15 @@ int draw_on(cpu::Isa isa, const T* logits, double temperature, float u) {
   return draw_portable(logits, temperature, u);
 }
 
+// The value of the sub-pixel at flat index `at` of the image [N, C, H, W]: the known one where known_mask is set
+// (completion; known may be null when nothing is), else drawn from its 256 logits and uniform.
+template <typename T>
+uint8_t value_of(cpu::Isa isa, const T* logits, double temperature, const float* uniforms, const uint8_t* known,
+                 const bool* known_mask, int64_t at) {
+  if (known_mask && known_mask[at]) return known[at];
+  return static_cast<uint8_t>(draw_on(isa, logits, temperature, uniforms[at]));
+}
+
 // One layer: its live taps packed for the products, its bias (zero past cout) and, when it reads neighbouring
 // positions, the ring buffer of its input rows for every image, [N][rows][wp][cin] with wp = W + 2p (the padding
 // columns stay 0).

@@ -490,12 +490,8 @@ class GatedSampler {
   void draw(const Share& s, const Scratch<T>& a, int64_t i, int64_t j, int64_t c) {
     for (int64_t n = s.n0; n < s.n1; ++n) {
       const int64_t at = ((n * C_ + c) * H_ + i) * W_ + j;
-      if (known_mask_ && known_mask_[at]) {
-        pixels_[at] = known_[at];
-      } else {
-        const T* logits = a.logits.data() + (n - s.n0) * 256;
-        pixels_[at] = static_cast<uint8_t>(cpu_sampler::draw_on(isa_, logits, temperature_, uniforms_[at]));
-      }
+      const T* logits = a.logits.data() + (n - s.n0) * 256;
+      pixels_[at] = cpu_sampler::value_of(isa_, logits, temperature_, uniforms_, known_, known_mask_, at);
       layers_[0].v.at(n, i, j)[c] = to_unit<T>(pixels_[at]);
     }
   }

@@ -361,13 +361,8 @@ class Sampler {
   void draw(const Share& s, const Activations<T>& a, int64_t i, int64_t j, int64_t c) {
     for (int64_t n = s.n0; n < s.n1; ++n) {
       const int64_t at = ((n * C_ + c) * H_ + i) * W_ + j;
-      if (known_mask_ && known_mask_[at]) {
-        pixels_[at] = known_[at];
-        continue;
-      }
       const T* logits = a.logits.data() + (n - s.n0) * 256;
-      const int v = cpu_sampler::draw_on(isa_, logits, temperature_, uniforms_[at]);
-      pixels_[at] = static_cast<uint8_t>(v);
+      pixels_[at] = cpu_sampler::value_of(isa_, logits, temperature_, uniforms_, known_, known_mask_, at);
     }
   }
 
