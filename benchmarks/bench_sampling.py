@@ -7,6 +7,12 @@ labels and uniforms by
 - ``cached`` (Python), ``cached_ext`` (C++/CUDA op) and ``onnx_step`` (the exported step model on ONNX Runtime).
 
 Each path's image is checked against the project's naive sampler before it is timed.
+
+The gated architecture (docs/DESIGN.md §3) at the size matched to the default pixelcnn's parameters (h = 40,
+6 blocks: 249k live parameters against 243k) joins both groups: ``gated-cached_ext`` (its image checked against the
+Python cached sampler, itself bit-identical to naive in the tests), timed paired with pixelcnn's ``cached_ext``
+(``paired_speedup`` = pixelcnn time / gated time), and at batch 16 ``gated-naive`` on its first row only
+(``NAIVE_ROWS``; every sub-pixel of naive costs one full forward, so its images/s = batch x rows / H / time).
 """
 
 import pytest
@@ -14,6 +20,7 @@ import torch
 
 from benchmarks.conftest import record
 from benchmarks.reference import TextbookPixelCNN, textbook_sample_naive
+from pixelcnn.architectures import build_model
 from pixelcnn.config import ModelConfig
 from pixelcnn.draw import draw_values
 from pixelcnn.extension import load_extension
@@ -25,11 +32,18 @@ BATCHES = [1, 16]
 _naive: dict = {}
 
 
-def setup(timing, batch):
-    # the trained size of the issue: 28x28x1, h=64, 5 residual blocks
+GATED_METHODS = {1: ["gated-cached_ext"], 16: ["gated-cached_ext", "gated-naive"]}
+NAIVE_ROWS = 1  # rows of the image gated-naive samples when timed
+
+
+def setup(timing, batch, arch="pixelcnn"):
+    # the trained size of the issue: 28x28x1, h=64, 5 residual blocks; gated at the matched size h=40, 6 blocks
     c, size, h, blocks = (1, 28, 64, 5) if timing else (1, 7, 8, 1)
+    if arch == "gated":
+        h, blocks = (40, 6) if timing else (8, 1)
     torch.manual_seed(0)
-    model = PixelCNN(ModelConfig(channels=c, image_size=(size, size), num_classes=10, hidden=h, blocks=blocks)).eval()
+    config = ModelConfig(channels=c, image_size=(size, size), num_classes=10, hidden=h, blocks=blocks, arch=arch)
+    model = (PixelCNN(config) if arch == "pixelcnn" else build_model(config)).eval()
     with torch.no_grad():  # non-uniform output so that the images are not trivial
         model.head_out.weight.normal_(0, 0.05)
     labels = torch.arange(batch) % 10
@@ -80,3 +94,43 @@ def test_sampling(benchmark, timing, method, batch, tmp_path):
         rounds=1 if slow else 5,
         warmup=0 if slow else 1,
     )
+
+
+def naive_rows(model, labels, u, rows):
+    """The naive sampler (a full forward per sub-pixel, as ``sampling._sample_naive``) over the first ``rows`` rows."""
+    n, c, _, w = u.shape
+    image = torch.zeros(u.shape, dtype=torch.uint8)
+    with torch.no_grad():
+        for i in range(rows):
+            for j in range(w):
+                for k in range(c):
+                    logits = model.logits(model.normalize(image), labels)[:, :, k, i, j]
+                    image[:, k, i, j] = draw_values(logits, u[:, k, i, j], 1.0).to(torch.uint8)
+    return image
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("method", ["gated-cached_ext", "gated-naive"])
+def test_sampling_gated(benchmark, timing, method, batch):
+    if method not in GATED_METHODS[batch]:
+        pytest.skip(f"{method} is timed at batch {sorted(b for b, m in GATED_METHODS.items() if method in m)}")
+    if load_extension() is None:
+        pytest.skip("extension pixelcnn._C not built")
+    benchmark.group = f"sampling batch {batch}"
+    model, labels, u = setup(timing, batch, "gated")
+    fast = lambda: sample(model, labels, 1.0, None, "cached_ext", uniforms=u)  # noqa: E731
+    image = fast()
+    if method == "gated-cached_ext":
+        agree = float((image == sample(model, labels, 1.0, None, "cached", uniforms=u)).float().mean())
+        assert agree >= 0.99, f"gated cached_ext differs from the Python cached sampler on {1 - agree:.1%}"
+        base_model, base_labels, base_u = setup(timing, batch)
+        pixelcnn = lambda: sample(base_model, base_labels, 1.0, None, "cached_ext", uniforms=base_u)  # noqa: E731
+        pixelcnn()
+        record(benchmark, fast, items=batch, unit="images", path=method, rounds=5, warmup=1, paired_with=pixelcnn)
+        return
+    rows = NAIVE_ROWS if timing else u.shape[2]
+    slow = lambda: naive_rows(model, labels, u, rows)  # noqa: E731
+    part = slow()
+    assert torch.equal(part[:, :, :rows], image[:, :, :rows]), "gated naive and cached_ext differ"
+    benchmark.extra_info["rows_timed"] = rows
+    record(benchmark, slow, items=batch * rows / u.shape[2], unit="images", path=method, rounds=1, warmup=0)

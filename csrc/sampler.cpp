@@ -26,6 +26,7 @@
 #include <utility>
 
 #include "cpu_isa.h"
+#include "cpu_sampler.h"
 #include "draw.h"
 #include "gemm.h"
 #include "pixels.h"
@@ -108,72 +109,10 @@ at::Tensor live_tap_matrix(const at::Tensor& weight) {
 
 namespace {
 
-using gemm::Buffer;
-using gemm::Panels;
-
-// The draw rule (draw.h) as built for any CPU, and built for AVX2 (flatten: draw_value is compiled into this
-// function, floor as one instruction; the same bits, since nothing is fused: -ffp-contract=off).
-template <typename T>
-int draw_portable(const T* logits, double temperature, float u) {
-  return draw::draw_value(logits, 1, temperature, u);
-}
-#if PIXELCNN_X86
-template <typename T>
-__attribute__((target("avx2"), flatten)) int draw_avx2(const T* logits, double temperature, float u) {
-  return draw::draw_value(logits, 1, temperature, u);
-}
-#endif
-
-// One layer: its live taps packed for the products, its bias (zero past cout) and, for a spatial layer, the ring
-// buffer of its input rows for every image, [N][rows][wp][cin] with wp = W + 2p (padding columns stay 0).
-template <typename T>
-struct Layer {
-  int64_t cin = 0, cout = 0, k = 1, p = 0, rows = 1, wp = 0;
-  Panels<T> w;
-  Buffer<T> bias;
-  Buffer<T> ring;
-
-  int64_t K() const { return w.K; }
-  int64_t cols() const { return w.padded_cols(); }
-  // input vector of image n at (row, col) of the image (col may reach into the padding: -p <= col < W + p)
-  T* at(int64_t n, int64_t row, int64_t col) { return ring.data() + ((n * rows + row % rows) * wp + col + p) * cin; }
-};
-
-template <typename T>
-Layer<T> make_layer(const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& live_taps, int64_t n,
-                    int64_t image_width, int64_t panel) {
-  Layer<T> L;
-  L.cout = live_taps.size(1);
-  L.cin = weight.size(1);
-  L.k = weight.size(2);
-  L.p = L.k / 2;
-  L.rows = L.p + 1;
-  L.wp = image_width + 2 * L.p;
-  L.w = gemm::pack_panels(live_taps.data_ptr<T>(), L.cout, live_taps.size(0), L.cout, panel);
-  L.bias = Buffer<T>(L.cols());
-  const T* b = bias.data_ptr<T>();
-  std::copy(b, b + L.cout, L.bias.data());
-  if (L.k > 1) L.ring = Buffer<T>(n * L.rows * L.wp * L.cin);
-  return L;
-}
-
-// Who computes what: images [n0, n1), and share t of nt of every layer's output panels. A team (nt > 1) shares
-// the activations of all its images and meets at a barrier after each layer.
-struct Share {
-  int64_t n0, n1;
-  int t, nt;
-  int64_t images() const { return n1 - n0; }
-};
-
-inline void sync(const Share& s) {
-#ifdef _OPENMP
-  if (s.nt > 1) {
-#pragma omp barrier
-  }
-#else
-  (void)s;
-#endif
-}
+using cpu_sampler::Buffer;
+using cpu_sampler::Layer;
+using cpu_sampler::Share;
+using cpu_sampler::sync;
 
 // Activations of `images` rows at one position (row stride = the layer's padded width): the residual stream x,
 // each block's 1x1-in and middle outputs, the update a block adds to x, the head's hidden layer and the logits.
@@ -202,14 +141,15 @@ class Sampler {
     const int64_t panel = gemm::panel_width(isa, sizeof(T));
     for (size_t l = 0; l + 1 < weights.size(); ++l) {
       auto w = weights[l].contiguous();
-      layers_.push_back(make_layer<T>(w, biases[l].contiguous(), live_tap_matrix(w), N_, W_, panel));
+      const int64_t rows = w.size(2) > 1 ? w.size(2) / 2 + 1 : 0;
+      layers_.push_back(cpu_sampler::make_layer<T>(w, biases[l].contiguous(), live_tap_matrix(w), N_, W_, panel, rows));
     }
     // head_out per colour: its outputs v*C + c for colour c, so that one product gives that colour's 256 logits
     auto head = live_tap_matrix(weights.back().contiguous());
     auto head_bias = biases.back().contiguous().view({256, C_}).t().contiguous();  // [C][256]
     for (int64_t c = 0; c < C_; ++c) {
-      head_.push_back(
-          make_layer<T>(weights.back(), head_bias[c], head.slice(1, c, head.size(1), C_).contiguous(), N_, W_, panel));
+      head_.push_back(cpu_sampler::make_layer<T>(weights.back(), head_bias[c],
+                                                 head.slice(1, c, head.size(1), C_).contiguous(), N_, W_, panel, 0));
     }
     for (const auto& x : conds) conds_.push_back(x.contiguous());
     image_ = at::zeros({N_, C_, H_, W_}, u.options().dtype(at::kByte));
@@ -421,18 +361,8 @@ class Sampler {
   void draw(const Share& s, const Activations<T>& a, int64_t i, int64_t j, int64_t c) {
     for (int64_t n = s.n0; n < s.n1; ++n) {
       const int64_t at = ((n * C_ + c) * H_ + i) * W_ + j;
-      if (known_mask_ && known_mask_[at]) {
-        pixels_[at] = known_[at];
-        continue;
-      }
       const T* logits = a.logits.data() + (n - s.n0) * 256;
-#if PIXELCNN_X86
-      const int v = isa_ == cpu::Isa::kScalar ? draw_portable(logits, temperature_, uniforms_[at])
-                                              : draw_avx2(logits, temperature_, uniforms_[at]);
-#else
-      const int v = draw_portable(logits, temperature_, uniforms_[at]);
-#endif
-      pixels_[at] = static_cast<uint8_t>(v);
+      pixels_[at] = cpu_sampler::value_of(isa_, logits, temperature_, uniforms_, known_, known_mask_, at);
     }
   }
 

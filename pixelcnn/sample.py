@@ -112,7 +112,7 @@ def main(argv=None) -> int:
         if not args.temperature > 0:
             raise ValueError(f"--temperature must be > 0, got {args.temperature}")
         model, _, meta = load_model(args.checkpoint, map_location=args.device)
-        method = resolve_method(args.method, model.config.arch)
+        method = resolve_method(args.method)
         if args.compile:
             if method != "naive":
                 raise ValueError(

@@ -99,7 +99,7 @@ def sample(
     labels = labels.to(device) if labels is not None else None
     if known is not None:
         known, known_mask = known.to(device), known_mask.to(device)
-    method = resolve_method(method, model.config.arch)
+    method = resolve_method(method)
     was_training = model.training
     model.eval()
     try:
@@ -112,24 +112,14 @@ def sample(
         model.train(was_training)
 
 
-# the architectures the extension's samplers (cached_ext, cuda_emulated) run
-# the architectures each extension method runs
-EXTENSION_ARCHS = {"cached_ext": ("pixelcnn",), "cuda_emulated": ("pixelcnn", "gated")}
-
-
-def resolve_method(method: str, arch: str = "pixelcnn") -> str:
-    """``auto`` -> ``cached_ext`` when the extension loaded and runs ``arch``, else ``cached``; explicit choices are
-    checked."""
+def resolve_method(method: str) -> str:
+    """``auto`` -> ``cached_ext`` when the extension loaded (it runs both architectures), else ``cached``; explicit
+    choices are checked."""
     if method == "auto":
-        return "cached_ext" if load_extension() is not None and arch in EXTENSION_ARCHS["cached_ext"] else "cached"
+        return "cached_ext" if load_extension() is not None else "cached"
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r}; expected one of {METHODS} or 'auto'")
     if method in ("cached_ext", "cuda_emulated"):
-        if arch not in EXTENSION_ARCHS[method]:
-            raise ValueError(
-                f"method={method!r} does not run arch={arch!r} models yet (it runs {EXTENSION_ARCHS[method]}); "
-                f"use method='cached' or 'naive'"
-            )
         if load_extension() is None:
             raise RuntimeError(f"method={method!r} needs the compiled extension pixelcnn._C: {extension_error()}")
     return method

@@ -298,7 +298,7 @@ def write_curve(path: str, rows: list[dict]) -> None:
 
 
 def write_samples(path: str, model, cfg: Config, data: ImageData, device: torch.device, epoch: int) -> str:
-    method = resolve_method(cfg.sample_method, cfg.model.arch)
+    method = resolve_method(cfg.sample_method)
     if method == "cached_ext" and device.type not in ("cpu", "cuda"):
         method = "cached"
     labels = torch.arange(data.num_classes).repeat_interleave(cfg.n_per_class) if data.num_classes else None

@@ -68,11 +68,6 @@ def test_cached_step_matches_full_forward_on_colour_images(arch):
 METHODS = ["naive", "cached"] + (["cached_ext"] if load_extension() is not None else [])
 
 
-def methods(arch):
-    """The methods that serve ``arch`` (the extension's gated schedule is tested in tests/test_extension.py)."""
-    return METHODS if arch == "pixelcnn" else ["naive", "cached"]
-
-
 @pytest.mark.parametrize("arch", ["pixelcnn", "gated"])
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("conditional", [True, False])
@@ -88,9 +83,9 @@ def test_all_methods_draw_bit_identical_images_in_float64(channels, conditional,
         arch=arch,
     )
     labels = torch.tensor([0, 4, 2, 2]) if conditional else None
-    images = {m: sample(model, labels, 0.7, torch.Generator().manual_seed(11), m, n=4) for m in methods(arch)}
+    images = {m: sample(model, labels, 0.7, torch.Generator().manual_seed(11), m, n=4) for m in METHODS}
     assert images["naive"].float().std() > 10  # a real spread of values, not a constant image
-    for m in methods(arch)[1:]:
+    for m in METHODS[1:]:
         assert torch.equal(images[m], images["naive"]), m
     assert load_extension() is not None, f"cached_ext must be tested: {extension_error()}"
 
