@@ -112,7 +112,8 @@ GPU_LANE_TESTS ?= tests/test_triton_masked_conv.py tests/test_triton_auto.py tes
 	tests/test_triton_sass.py tests/test_precision.py tests/test_cropped_conv.py tests/test_export.py \
 	tests/test_step_export.py tests/test_sampler_onnx.py tests/test_cuda_emulated.py \
 	tests/test_cuda_emulation_selftest.py tests/test_cuda_static.py tests/test_extension.py tests/test_inference.py \
-	tests/test_sampling.py tests/test_masks.py tests/test_model_inputs.py tests/test_reference_model.py
+	tests/test_sampling.py tests/test_masks.py tests/test_model_inputs.py tests/test_reference_model.py \
+	tests/test_gated_extension.py tests/test_gated_cuda_emulated.py
 test-gpu-image: gpu-image-tree
 	cd $(GPU_TREE) && PIXELCNN_SHARED_DATA=$(CURDIR)/../shared/data $(GPU_PYTHON_LANE) -m pytest -q -ra \
 	  -p no:cacheprovider $(GPU_LANE_TESTS) --ignore=tests/test_web.py --deselect \

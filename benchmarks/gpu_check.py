@@ -177,8 +177,13 @@ def time_train_steps(
     return rows
 
 
-# name: (channels, size, hidden, blocks); the batches of the sampler step
-SAMPLER_SIZES = {"28x28x1-h64-5": (1, 28, 64, 5), "32x32x3-h256-15": (3, 32, 256, 15)}
+# name: (arch, channels, size, hidden, blocks); the batches of the sampler step. gated h40/6 has pixelcnn h64/5's
+# live parameter count (docs/DESIGN.md §3)
+SAMPLER_SIZES = {
+    "28x28x1-h64-5": ("pixelcnn", 1, 28, 64, 5),
+    "gated-28x28x1-h40-6": ("gated", 1, 28, 40, 6),
+    "32x32x3-h256-15": ("pixelcnn", 3, 32, 256, 15),
+}
 SAMPLER_BATCHES = (1, 16, 64)
 
 
@@ -188,16 +193,18 @@ def time_sampler(sizes=SAMPLER_SIZES, batches=SAMPLER_BATCHES, device: str = "cu
     scaled to the whole image."""
     import dataclasses
 
+    from pixelcnn.architectures import build_model
     from pixelcnn.config import ModelConfig
-    from pixelcnn.model import PixelCNN
     from pixelcnn.sampling import draw_uniforms, sample
 
     rows = []
-    for name, (c, size, hidden, blocks) in sizes.items():
+    for name, (arch, c, size, hidden, blocks) in sizes.items():
         torch.manual_seed(0)
-        model = PixelCNN(ModelConfig(channels=c, image_size=(size, size), num_classes=10, hidden=hidden, blocks=blocks))
-        model = model.to(device).eval()
-        small = PixelCNN(dataclasses.replace(model.config, image_size=(naive_rows, size))).to(device).eval()
+        config = ModelConfig(
+            channels=c, image_size=(size, size), num_classes=10, arch=arch, hidden=hidden, blocks=blocks
+        )
+        model = build_model(config).to(device).eval()
+        small = build_model(dataclasses.replace(config, image_size=(naive_rows, size))).to(device).eval()
         small.load_state_dict(model.state_dict())
         for n in batches:
             labels = torch.arange(n, device=device) % 10
@@ -231,13 +238,15 @@ GPU_TESTS = (
     "tests/test_precision.py",
     "tests/test_cuda_emulated.py",
     "tests/test_extension.py",
+    "tests/test_gated_extension.py",
+    "tests/test_gated_cuda_emulated.py",
 )
 # (step, estimated minutes on the H200 with 16 cores, what it does)
 PLAN = (
     ("build", 2.5, "extension build, TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16"),
     ("tests", 1.5, "pytest " + " ".join(GPU_TESTS) + " (-n 8 with pytest-xdist)"),
     ("kernels", 1.5, "masked conv Triton vs cuDNN W*M and cropped; tf32/ieee/bf16; fwd and fwd+bwd"),
-    ("sampler", 1.0, "cached_ext vs cached vs naive, batch 1/16/64, 28x28x1 h64 b5 and 32x32x3 h256 b15"),
+    ("sampler", 1.3, "cached_ext vs cached vs naive, batch 1/16/64, 28x28x1 h64 b5, gated h40 b6, 32x32x3 h256 b15"),
     ("train_step", 1.0, "seed-size Adam step, reference/triton x fp32/--amp x eager/--compile"),
 )
 
@@ -296,7 +305,8 @@ def run_plan(
                 precisions = ("bf16",) if quick else PRECISIONS
                 result["kernels"] = time_kernels(cases, precisions, device=device, tiny=rehearse)
             elif name == "sampler":
-                sizes = {"tiny-4x4x1-h8-1": (1, 4, 8, 1)} if rehearse else SAMPLER_SIZES
+                tiny = {"tiny-4x4x1-h8-1": ("pixelcnn", 1, 4, 8, 1), "tiny-gated-4x4x1-h8-1": ("gated", 1, 4, 8, 1)}
+                sizes = tiny if rehearse else SAMPLER_SIZES
                 result["sampler"] = time_sampler(sizes, (1, 2) if rehearse else SAMPLER_BATCHES, device)
             elif name == "train_step":
                 kw = dict(batch=2, size=4, channels=1, hidden=8, blocks=1) if rehearse else {}
