@@ -1,0 +1,157 @@
+"""Where the ONNX sampler model's time goes (issue #22): the sampler graph's per-sub-pixel body (node count and
+op-type histogram), its ONNX Runtime time per image at batch 1 and 16 beside the C++ cached sampler (``cached_ext``)
+in the same process, interleaved, and ONNX Runtime's own profile (``SessionOptions.enable_profiling``) summed per
+op type.
+
+    python -m benchmarks.profile_onnx_sampler [--arch pixelcnn|gated] [--size 28x28x1] [--hidden 64] [--blocks 5]
+        [--model FILE] [--rounds 3]
+
+``--model`` profiles an existing sampler model file (exported from the same model) instead of exporting one.
+Prints markdown (the tables of benchmarks/results/onnx-sampler-profile.md) naming the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from benchmarks.conftest import cpu_description
+from pixelcnn.architectures import build_model as build_arch
+from pixelcnn.config import ModelConfig
+from pixelcnn.sampling import draw_uniforms, sample
+
+
+CONTROL_FLOW = ("Loop", "Scan", "If")
+
+
+def build_model(arch: str, channels: int, size: int, hidden: int, blocks: int):
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        channels=channels, image_size=(size, size), num_classes=10, hidden=hidden, blocks=blocks, arch=arch
+    )
+    model = build_arch(cfg).eval()
+    with torch.no_grad():  # non-uniform output, as benchmarks/bench_sampling.py
+        model.head_out.weight.normal_(0, 0.05)
+    return model
+
+
+def sub_pixel_body(graph):
+    """The innermost loop body (the graph that runs once per sub-pixel) of a sampler model's graph."""
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == attr.GRAPH and attr.name == "body":
+                return sub_pixel_body(attr.g)
+    return graph
+
+
+def histogram(graph) -> collections.Counter:
+    return collections.Counter(node.op_type for node in graph.node)
+
+
+def profile_table(path: str, feeds: dict, runs: int = 1) -> list[tuple[str, int, float]]:
+    """(op type, calls, total ms) per op type from ONNX Runtime's profiler over ``runs`` runs, slowest first."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        session.run(["image"], feeds)
+    with open(session.end_profiling()) as f:
+        events = json.load(f)
+    calls, total = collections.Counter(), collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op = e["args"]["op_name"]
+            calls[op] += 1
+            total[op] += e["dur"] / 1000.0
+    return sorted(((op, calls[op], total[op]) for op in total), key=lambda r: -r[2])
+
+
+def main(argv=None) -> None:
+    import onnx
+
+    from export.onnx import export_sampler_onnx
+    from export.ort_sampler import OrtSampler
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="pixelcnn", choices=["pixelcnn", "gated"])
+    p.add_argument("--size", default="28x28x1", help="HxWxC")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--blocks", type=int, default=5)
+    p.add_argument("--model", help="an existing sampler model of the same model (skips the export)")
+    p.add_argument("--save", help="keep the exported sampler model here")
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args(argv)
+    h, w, c = (int(v) for v in args.size.split("x"))
+    model = build_model(args.arch, c, h, args.hidden, args.blocks)
+
+    path = args.model or args.save or os.path.join(tempfile.mkdtemp(), "sampler.onnx")
+    export_s = None
+    if not args.model:
+        start = time.perf_counter()
+        export_sampler_onnx(model, path)
+        export_s = time.perf_counter() - start
+    body = sub_pixel_body(onnx.load(path).graph)
+    hist = histogram(body)
+    cpu = cpu_description()
+    print(f"### {args.arch} {h}x{w}x{c}, h={args.hidden}, {args.blocks} blocks — {cpu['model']}\n")
+    if export_s is not None:
+        print(f"export: {export_s:.1f} s\n")
+    print(f"sub-pixel body: {len(body.node)} nodes: " + ", ".join(f"{n} {op}" for op, n in hist.most_common()) + "\n")
+
+    sampler = OrtSampler(path)
+    print("| batch | onnx sampler ms/image | cached_ext ms/image | ratio |\n|---|---|---|---|")
+    for batch in (1, 16):
+        labels = torch.arange(batch) % 10
+        u = draw_uniforms((batch, c, h, w), torch.Generator().manual_seed(0))
+        un, ln = u.numpy(), labels.numpy()
+        got = sampler.sample(un, ln, 1.0)  # warm-up, and the parity the benchmark asserts
+        want = sample(model, labels, 1.0, None, "cached_ext", uniforms=u).numpy()
+        agree = float((got == want).mean())
+        onnx_t, ext_t = [], []
+        for _ in range(args.rounds):  # interleaved: the machine is shared
+            t0 = time.perf_counter()
+            sampler.sample(un, ln, 1.0)
+            t1 = time.perf_counter()
+            sample(model, labels, 1.0, None, "cached_ext", uniforms=u)
+            t2 = time.perf_counter()
+            onnx_t.append(t1 - t0)
+            ext_t.append(t2 - t1)
+        a, b = 1000 * min(onnx_t) / batch, 1000 * min(ext_t) / batch
+        print(f"| {batch} | {a:.2f} | {b:.2f} | {a / b:.1f}x (agree {agree:.4f}) |")
+    print()
+    batch = 16
+    feeds = sampler.feeds(
+        draw_uniforms((batch, c, h, w), torch.Generator().manual_seed(0)).numpy(), np.arange(batch) % 10, 1.0
+    )
+    for b in (1, 16):
+        sub = {k: v[:b] if k != "temperature" else v for k, v in feeds.items()}
+        rows = profile_table(path, sub)
+        # a Loop's or Scan's time includes the nodes of its body: it is the whole, not a share
+        loops = [r for r in rows if r[0] in CONTROL_FLOW]
+        rows = [r for r in rows if r[0] not in CONTROL_FLOW]
+        total = sum(r[2] for r in rows)
+        whole = max((r[2] for r in loops), default=total)
+        print(
+            f"ONNX Runtime profile, batch {b}, one run with profiling on: outermost loop {whole:.0f} ms, of which "
+            f"{total:.0f} ms in the nodes' kernels and {whole - total:.0f} ms between them (the loops' own "
+            f"dispatch):\n"
+        )
+        print("| op type | calls | ms | share of kernel time |\n|---|---|---|---|")
+        for op, n, ms in rows:
+            if ms / total >= 0.005:
+                print(f"| {op} | {n} | {ms:.1f} | {100 * ms / total:.1f}% |")
+        print()
+
+
+if __name__ == "__main__":
+    main()
