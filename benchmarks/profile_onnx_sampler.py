@@ -27,7 +27,6 @@ from pixelcnn.architectures import build_model as build_arch
 from pixelcnn.config import ModelConfig
 from pixelcnn.sampling import draw_uniforms, sample
 
-
 CONTROL_FLOW = ("Loop", "Scan", "If")
 
 
@@ -76,6 +75,61 @@ def profile_table(path: str, feeds: dict, runs: int = 1) -> list[tuple[str, int,
     return sorted(((op, calls[op], total[op]) for op in total), key=lambda r: -r[2])
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def node_images_per_second(path: str, batch: int, runs: int = 2) -> float:
+    """What export/examples/node/sample.js prints for one run of ``batch`` images (best of ``runs`` processes)."""
+    import re
+    import subprocess
+
+    script = os.path.join(ROOT, "export", "examples", "node", "sample.js")
+    out = os.path.join(tempfile.mkdtemp(), "s.pgm")
+    labels = ",".join(str(k % 10) for k in range(batch))
+    best = 0.0
+    for _ in range(runs):
+        proc = subprocess.run(
+            ["node", script, "--model", path, "--labels", labels, "--seed", "0", "--out", out],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        best = max(best, float(re.search(r"\(([\d.]+) images/s", proc.stdout).group(1)))
+    return best
+
+
+def page_images_per_second(path: str, batch: int, runs: int = 2) -> float:
+    """The web demo's own run time (``window.pixelcnn.sample``'s ``ms``) for ``batch`` images in headless Chromium,
+    driven as tests/test_web.py drives it (best of ``runs`` calls after one warm-up call)."""
+    import base64
+    import shutil
+    import subprocess
+
+    folder = tempfile.mkdtemp()
+    u = draw_uniforms((batch, *_image_shape(path)), torch.Generator().manual_seed(0)).numpy()
+    args = {"labels": [k % 10 for k in range(batch)], "temperature": 1.0}
+    args["uniforms_b64"] = base64.b64encode(u.tobytes()).decode()
+    calls = [{"name": f"run{k}", "fn": "sample", "args": args} for k in range(runs + 1)]
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    job = {"model": path, "chromium": chromium, "out": folder, "calls": calls, "ui": False, "screenshot": None}
+    job["timeout_ms"] = 1200000
+    with open(os.path.join(folder, "job.json"), "w") as f:
+        json.dump(job, f)
+    drive = os.path.join(ROOT, "export", "examples", "web", "drive.mjs")
+    subprocess.run(["node", drive, os.path.join(folder, "job.json")], check=True, capture_output=True, timeout=3600)
+    with open(os.path.join(folder, "result.json")) as f:
+        result = json.load(f)
+    ms = [c["ms"] for c in result["calls"][1:]]
+    return batch / (min(ms) / 1000.0)
+
+
+def _image_shape(path: str) -> tuple[int, int, int]:
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    return int(props["pixelcnn.channels"]), *json.loads(props["pixelcnn.image_size"])
+
+
 def main(argv=None) -> None:
     import onnx
 
@@ -90,6 +144,7 @@ def main(argv=None) -> None:
     p.add_argument("--model", help="an existing sampler model of the same model (skips the export)")
     p.add_argument("--save", help="keep the exported sampler model here")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--js", action="store_true", help="also time the Node example and the browser page (Chromium)")
     args = p.parse_args(argv)
     h, w, c = (int(v) for v in args.size.split("x"))
     model = build_model(args.arch, c, h, args.hidden, args.blocks)
@@ -129,6 +184,12 @@ def main(argv=None) -> None:
         a, b = 1000 * min(onnx_t) / batch, 1000 * min(ext_t) / batch
         print(f"| {batch} | {a:.2f} | {b:.2f} | {a / b:.1f}x (agree {agree:.4f}) |")
     print()
+    if args.js:
+        print("| batch | Node example images/s | browser page images/s (headless Chromium, wasm) |\n|---|---|---|")
+        for batch in (1, 16):
+            node, page = node_images_per_second(path, batch), page_images_per_second(path, batch)
+            print(f"| {batch} | {node:.2f} | {page:.2f} |")
+        print()
     batch = 16
     feeds = sampler.feeds(
         draw_uniforms((batch, c, h, w), torch.Generator().manual_seed(0)).numpy(), np.arange(batch) % 10, 1.0
