@@ -41,13 +41,14 @@ def build_model(arch: str, channels: int, size: int, hidden: int, blocks: int):
     return model
 
 
-def sub_pixel_body(graph):
-    """The innermost loop body (the graph that runs once per sub-pixel) of a sampler model's graph."""
+def sub_pixel_body(graph, op_type=None):
+    """The innermost loop body of a sampler model's graph and the op that runs it (``Scan``: once per pixel, its
+    colours unrolled; ``Loop``: once per sub-pixel, as the traced graphs did)."""
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == attr.GRAPH and attr.name == "body":
-                return sub_pixel_body(attr.g)
-    return graph
+                return sub_pixel_body(attr.g, node.op_type)
+    return graph, op_type
 
 
 def histogram(graph) -> collections.Counter:
@@ -143,6 +144,7 @@ def main(argv=None) -> None:
     p.add_argument("--blocks", type=int, default=5)
     p.add_argument("--model", help="an existing sampler model of the same model (skips the export)")
     p.add_argument("--save", help="keep the exported sampler model here")
+    p.add_argument("--baseline", help="another sampler model of the same model, timed interleaved (before/after)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--js", action="store_true", help="also time the Node example and the browser page (Chromium)")
     args = p.parse_args(argv)
@@ -155,63 +157,74 @@ def main(argv=None) -> None:
         start = time.perf_counter()
         export_sampler_onnx(model, path)
         export_s = time.perf_counter() - start
-    body = sub_pixel_body(onnx.load(path).graph)
-    hist = histogram(body)
+    models = {"sampler model": path}
+    if args.baseline:
+        models = {"baseline": args.baseline, **models}
     cpu = cpu_description()
     print(f"### {args.arch} {h}x{w}x{c}, h={args.hidden}, {args.blocks} blocks — {cpu['model']}\n")
     if export_s is not None:
         print(f"export: {export_s:.1f} s\n")
-    print(f"sub-pixel body: {len(body.node)} nodes: " + ", ".join(f"{n} {op}" for op, n in hist.most_common()) + "\n")
+    for name, file in models.items():
+        graph, loop = sub_pixel_body(onnx.load(file).graph)
+        hist = histogram(graph)
+        body = ", ".join(f"{n} {op}" for op, n in hist.most_common())
+        per = c if loop == "Scan" else 1  # a Scan body draws one pixel: C sub-pixels
+        print(f"{name}: {loop} body, {sum(hist.values()) / per:.0f} nodes per sub-pixel: {body}\n")
 
-    sampler = OrtSampler(path)
-    print("| batch | onnx sampler ms/image | cached_ext ms/image | ratio |\n|---|---|---|---|")
+    samplers = {name: OrtSampler(file) for name, file in models.items()}
+    head = " | ".join(f"{name} ms/image | ratio" for name in samplers)
+    print(f"| batch | cached_ext ms/image | {head} |\n|---|---|" + "---|---|" * len(samplers))
     for batch in (1, 16):
         labels = torch.arange(batch) % 10
         u = draw_uniforms((batch, c, h, w), torch.Generator().manual_seed(0))
         un, ln = u.numpy(), labels.numpy()
-        got = sampler.sample(un, ln, 1.0)  # warm-up, and the parity the benchmark asserts
         want = sample(model, labels, 1.0, None, "cached_ext", uniforms=u).numpy()
-        agree = float((got == want).mean())
-        onnx_t, ext_t = [], []
+        agree = {name: float((s.sample(un, ln, 1.0) == want).mean()) for name, s in samplers.items()}  # + warm-up
+        times = {name: [] for name in ["cached_ext", *samplers]}
         for _ in range(args.rounds):  # interleaved: the machine is shared
+            for name, s in samplers.items():
+                t0 = time.perf_counter()
+                s.sample(un, ln, 1.0)
+                times[name].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            sampler.sample(un, ln, 1.0)
-            t1 = time.perf_counter()
             sample(model, labels, 1.0, None, "cached_ext", uniforms=u)
-            t2 = time.perf_counter()
-            onnx_t.append(t1 - t0)
-            ext_t.append(t2 - t1)
-        a, b = 1000 * min(onnx_t) / batch, 1000 * min(ext_t) / batch
-        print(f"| {batch} | {a:.2f} | {b:.2f} | {a / b:.1f}x (agree {agree:.4f}) |")
+            times["cached_ext"].append(time.perf_counter() - t0)
+        ms = {name: 1000 * min(t) / batch for name, t in times.items()}
+        cells = " | ".join(
+            f"{ms[name]:.2f} | {ms[name] / ms['cached_ext']:.1f}x (agree {agree[name]:.4f})" for name in samplers
+        )
+        print(f"| {batch} | {ms['cached_ext']:.2f} | {cells} |")
     print()
     if args.js:
-        print("| batch | Node example images/s | browser page images/s (headless Chromium, wasm) |\n|---|---|---|")
+        print("| batch | model | Node example images/s | browser page images/s (headless Chromium, wasm) |")
+        print("|---|---|---|---|")
         for batch in (1, 16):
-            node, page = node_images_per_second(path, batch), page_images_per_second(path, batch)
-            print(f"| {batch} | {node:.2f} | {page:.2f} |")
+            for name, file in models.items():
+                node, page = node_images_per_second(file, batch), page_images_per_second(file, batch)
+                print(f"| {batch} | {name} | {node:.2f} | {page:.2f} |")
         print()
     batch = 16
-    feeds = sampler.feeds(
+    feeds = samplers["sampler model"].feeds(
         draw_uniforms((batch, c, h, w), torch.Generator().manual_seed(0)).numpy(), np.arange(batch) % 10, 1.0
     )
-    for b in (1, 16):
-        sub = {k: v[:b] if k != "temperature" else v for k, v in feeds.items()}
-        rows = profile_table(path, sub)
-        # a Loop's or Scan's time includes the nodes of its body: it is the whole, not a share
-        loops = [r for r in rows if r[0] in CONTROL_FLOW]
-        rows = [r for r in rows if r[0] not in CONTROL_FLOW]
-        total = sum(r[2] for r in rows)
-        whole = max((r[2] for r in loops), default=total)
-        print(
-            f"ONNX Runtime profile, batch {b}, one run with profiling on: outermost loop {whole:.0f} ms, of which "
-            f"{total:.0f} ms in the nodes' kernels and {whole - total:.0f} ms between them (the loops' own "
-            f"dispatch):\n"
-        )
-        print("| op type | calls | ms | share of kernel time |\n|---|---|---|---|")
-        for op, n, ms in rows:
-            if ms / total >= 0.005:
-                print(f"| {op} | {n} | {ms:.1f} | {100 * ms / total:.1f}% |")
-        print()
+    for name, file in models.items():
+        for b in (1, 16):
+            sub = {k: v[:b] if k != "temperature" else v for k, v in feeds.items()}
+            rows = profile_table(file, sub)
+            # a Loop's or Scan's time includes the nodes of its body: it is the whole, not a share
+            loops = [r for r in rows if r[0] in CONTROL_FLOW]
+            rows = [r for r in rows if r[0] not in CONTROL_FLOW]
+            total = sum(r[2] for r in rows)
+            whole = max((r[2] for r in loops), default=total)
+            print(
+                f"{name}: ONNX Runtime profile, batch {b}, one run with profiling on: outermost loop {whole:.0f} ms, "
+                f"of which {total:.0f} ms in the nodes' kernels and {whole - total:.0f} ms between them:\n"
+            )
+            print("| op type | calls | ms | share of kernel time |\n|---|---|---|---|")
+            for op, n, t in rows:
+                if t / total >= 0.005:
+                    print(f"| {op} | {n} | {t:.1f} | {100 * t / total:.1f}% |")
+            print()
 
 
 if __name__ == "__main__":

@@ -61,21 +61,29 @@ assert int(np.floor(_FLUSH * LOG2E + 0.5)) > -_POW2_LEN and int(np.floor(_FLUSH 
 
 
 class _Graph:
-    """Nodes of one (sub)graph; constants go to the model's one initializer list, which nested bodies reference
-    by name (ONNX outer scope)."""
+    """Nodes and constants of one (sub)graph. Each body holds the constants it uses as its own initializers
+    (equal ones once): ONNX Runtime passes every outer-scope value a body reads as an extra feed at every
+    iteration, which cost more than the body's nodes when the weights lived in the main graph."""
 
-    def __init__(self, name: str, consts: dict, counter: list):
-        self.name, self.nodes, self.consts, self.counter = name, [], consts, counter
+    def __init__(self, name: str, counter: list):
+        self.name, self.nodes, self.consts, self.counter, self.seen = name, [], {}, counter, {}
 
     def fresh(self, hint: str = "t") -> str:
         self.counter[0] += 1
         return f"{hint}_{self.counter[0]}"
 
     def const(self, value, dtype=None, hint: str = "c") -> str:
-        array = np.asarray(value, dtype=dtype)
-        name = self.fresh(hint)
-        self.consts[name] = array
-        return name
+        array = np.array(value, dtype=dtype)  # a copy, C-contiguous, 0-d stays 0-d
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if key not in self.seen:
+            self.seen[key] = self.fresh(hint)
+            self.consts[self.seen[key]] = array
+        return self.seen[key]
+
+    def initializers(self) -> list:
+        from onnx import numpy_helper
+
+        return [numpy_helper.from_array(v, k) for k, v in self.consts.items()]
 
     def op(self, op_type: str, *inputs: str, outputs: int = 1, name: Optional[str] = None, **attrs):
         from onnx import helper
@@ -189,7 +197,6 @@ class _Builder:
         from onnx import helper
 
         self.step, self.conditional = step, conditional
-        self.consts: dict = {}
         self.counter = [0]
         self.main = self.graph("sampler")
         self.np_dtype = _np(step.w_o).dtype
@@ -197,7 +204,7 @@ class _Builder:
         self.cast = step.dtype != torch.float64
 
     def graph(self, name: str) -> _Graph:
-        return _Graph(name, self.consts, self.counter)
+        return _Graph(name, self.counter)
 
     # outside the loops -------------------------------------------------------------------------------------
     def bias_embed(self, bias: np.ndarray, embed: Optional[torch.Tensor]) -> str:
@@ -230,7 +237,7 @@ class _Builder:
             x = g.op("Cast", name, to=to) if to is not None else name
             x = g.op("Transpose", x, perm=[1, 2, 3, 0])
             self.per_colour.append([g.op("Gather", x, g.const(k, np.int64), axis=0) for k in range(c)])
-        self.norm_row = g.const(_np(to_unit(torch.arange(LEVELS), step.dtype)).reshape(1, -1), hint="levels")
+        self.levels = _np(to_unit(torch.arange(LEVELS), step.dtype)).reshape(1, -1)  # value -> network input
         values = self.gated_rows() if isinstance(step, GatedCachedStep) else self.pixelcnn_rows()
         stacked = [g.op("Unsqueeze", v, g.const([0], np.int64)) for v in values]
         image = stacked[0] if c == 1 else g.op("Concat", *stacked, axis=0)  # [C, H, W, N]
@@ -245,17 +252,14 @@ class _Builder:
             helper.make_tensor_value_info("known_mask", TensorProto.BOOL, dims),
         ]
         outputs = [helper.make_tensor_value_info("image", TensorProto.UINT8, dims)]
-        from onnx import numpy_helper
-
-        inits = [numpy_helper.from_array(v, k) for k, v in self.consts.items()]
-        return helper.make_graph(g.nodes, g.name, inputs, outputs, initializer=inits)
+        return helper.make_graph(g.nodes, g.name, inputs, outputs, initializer=g.initializers())
 
     def body(self, g: _Graph, inputs: list[tuple[str, int]], outputs: list[tuple[str, int]]):
         """A Scan body: ``inputs``/``outputs`` are (name, element type) pairs (subgraph values need a type)."""
         from onnx import helper
 
         io = lambda pairs: [helper.make_tensor_value_info(n, t, None) for n, t in pairs]  # noqa: E731
-        return helper.make_graph(g.nodes, g.name, io(inputs), io(outputs))
+        return helper.make_graph(g.nodes, g.name, io(inputs), io(outputs), initializer=g.initializers())
 
     def typed(self, names, elem) -> list[tuple[str, int]]:
         return [(n, elem) for n in names]
@@ -319,7 +323,7 @@ class _Builder:
 
     def image_row(self, rb: _Graph, values: list[str], p: int) -> str:
         """The row just drawn (int64 ``[W, N]`` per colour) as the first layer's input row ``[W + 2p, C, N]``."""
-        norm = [rb.op("Gather", self.norm_row, v, axis=1) for v in values]  # [1, W, N] each
+        norm = [rb.op("Gather", rb.const(self.levels, hint="levels"), v, axis=1) for v in values]  # [1, W, N] each
         row = norm[0] if len(norm) == 1 else rb.op("Concat", *norm, axis=0)
         return self.pad_row(rb, rb.op("Transpose", row, perm=[1, 0, 2]), p)
 
@@ -362,7 +366,8 @@ class _Builder:
         return rb.op("Pad", row, rb.const([p, 0, 0, p, 0, 0], np.int64)) if p else row
 
     def tail(self, pb, x, colour, u, known, mask):
-        return _subpixel_tail(pb, self.step, x, colour, u, known, mask, self.temperature, self.cast, self.norm_row)
+        levels = pb.const(self.levels, hint="levels")
+        return _subpixel_tail(pb, self.step, x, colour, u, known, mask, self.temperature, self.cast, levels)
 
     # PixelCNN -------------------------------------------------------------------------------------------------
     def pixelcnn_rows(self) -> list[str]:
