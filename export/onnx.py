@@ -99,8 +99,8 @@ PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 def export_sampler_onnx(
     model, path: str, opset: int = DEFAULT_OPSET, props: Optional[dict] = None, precision: str = "float32"
 ) -> str:
-    """Write the sampler model (``export.sampler``: whole images in one run, an ONNX Loop over the sub-pixels) to
-    ``path`` (atomically), dynamic batch. ``precision``: the network's float type (the draw is float64)."""
+    """Write the sampler model (``export.sampler``: whole images in one run, a Scan over rows around a Scan over
+    pixels) to ``path`` (atomically), dynamic batch. ``precision``: the network's float type (the draw is float64)."""
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; pass one of {sorted(PRECISIONS)}")
     check_opset(opset)
