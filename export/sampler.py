@@ -120,23 +120,24 @@ class _Split:
 
 def _row_conv(g: _Graph, rows: list[str], weight: np.ndarray, dx: int, p: int, width: int) -> str:
     """The taps of ``weight`` ``[len(rows), cols, C_in, C_out]`` at all W positions of a row: ``rows`` are the
-    input rows (each ``[W + 2p, C_in, N]``, zero padded, oldest first) -> ``[W, C_out, N]`` (no bias)."""
+    input rows (each ``[W + 2p, N, C_in]``, zero padded, oldest first) -> ``[W, N, C_out]`` (no bias)."""
     n_rows, cols, c_in, c_out = weight.shape
     at = g.const(np.arange(width)[:, None] + p + dx + np.arange(cols)[None, :], np.int64, "cols")
-    windows = [g.op("Gather", r, at, axis=0) for r in rows]  # [W, cols, C_in, N] each
+    windows = [g.op("Gather", r, at, axis=0) for r in rows]  # [W, cols, N, C_in] each
     patch = windows[0] if n_rows == 1 else g.op("Concat", *windows, axis=1)
-    patch = g.op("Reshape", patch, g.const([width, n_rows * cols * c_in, -1], np.int64, "shape"))
-    w_t = g.const(np.ascontiguousarray(weight.reshape(-1, c_out).T), hint="w")  # [C_out, K]
-    return g.op("MatMul", w_t, patch)
+    patch = g.op("Transpose", patch, perm=[0, 2, 1, 3])  # [W, N, rows * cols, C_in]: the weight's row order
+    patch = g.op("Reshape", patch, g.const([width, -1, n_rows * cols * c_in], np.int64, "shape"))
+    return g.op("MatMul", patch, g.const(weight.reshape(-1, c_out), hint="w"))
 
 
 def _gemm(g: _Graph, weight: np.ndarray, x: str, c: str) -> str:
-    """``weight.T @ x + c``: weight ``[K, C_out]``, x ``[K, N]``, c ``[C_out, N]`` or ``[C_out, 1]``."""
-    return g.op("Gemm", g.const(np.ascontiguousarray(weight.T), hint="w"), x, c)
+    """``x @ weight + c``: x ``[N, K]``, weight ``[K, C_out]`` (a constant B, which ONNX Runtime prepacks; batch
+    first, so the product is N x K x C_out and not C_out x K x N, whose N = 1 wastes MLAS's vector width)."""
+    return g.op("Gemm", x, g.const(weight, hint="w"), c)
 
 
 def _column(g: _Graph, bias: np.ndarray) -> str:
-    return g.const(bias.reshape(-1, 1), hint="b")
+    return g.const(bias.reshape(-1), hint="b")
 
 
 def _gate(g: _Graph, z: str, axis: int) -> str:
@@ -146,13 +147,13 @@ def _gate(g: _Graph, z: str, axis: int) -> str:
 
 
 def _draw(g: _Graph, logits: str, u: str, temperature: str, cast: bool) -> str:
-    """``pixelcnn.draw.draw_rule`` on logits ``[256, N]`` (batch last), u float64 ``[N]`` -> int64 ``[N]``."""
+    """``pixelcnn.draw.draw_rule`` on logits ``[N, 256]``, u float64 ``[N, 1, 1]`` -> int64 ``[N]``."""
     from onnx import TensorProto
 
     f64 = lambda v: g.const(v, np.float64)  # noqa: E731
     s = g.op("Cast", logits, to=TensorProto.DOUBLE) if cast else logits
     s = g.op("Div", s, temperature)
-    x = g.op("Sub", s, g.op("ReduceMax", s, g.const([0], np.int64), keepdims=1))
+    x = g.op("Sub", s, g.op("ReduceMax", s, g.const([1], np.int64), keepdims=1))
     x = g.op("Where", g.op("GreaterOrEqual", x, f64(EXP_MIN)), x, f64(_FLUSH))
     k = g.op("Floor", g.op("Add", g.op("Mul", x, f64(LOG2E)), f64(0.5)))
     r = g.op("Sub", g.op("Sub", x, g.op("Mul", k, f64(LN2_HI))), g.op("Mul", k, f64(LN2_LO)))
@@ -161,23 +162,23 @@ def _draw(g: _Graph, logits: str, u: str, temperature: str, cast: bool) -> str:
         p = g.op("Add", g.op("Mul", p, r), f64(c))
     two_k = g.op("Gather", g.const(_POW2_NEG, np.float64, "pow2"), g.op("Cast", k, to=TensorProto.INT64))
     e = g.op("Mul", p, two_k)
-    local = g.op("CumSum", g.op("Reshape", e, g.const([CHUNKS, CHUNK, -1], np.int64)), g.const(1, np.int64))
-    last = g.op("Gather", local, g.const([CHUNK - 1], np.int64), axis=1)  # chunk totals [32, 1, N]
-    offset = g.op("CumSum", last, g.const(0, np.int64), exclusive=1)  # (..(0 + t_0) + ..) + t_(c-1)
-    total = g.op("Gather", g.op("Add", offset, last), g.const(CHUNKS - 1, np.int64), axis=0)  # [1, N]
+    local = g.op("CumSum", g.op("Reshape", e, g.const([-1, CHUNKS, CHUNK], np.int64)), g.const(2, np.int64))
+    last = g.op("Gather", local, g.const([CHUNK - 1], np.int64), axis=2)  # chunk totals [N, 32, 1]
+    offset = g.op("CumSum", last, g.const(1, np.int64), exclusive=1)  # (..(0 + t_0) + ..) + t_(c-1)
+    total = g.op("Gather", g.op("Add", offset, last), g.const([CHUNKS - 1], np.int64), axis=1)  # [N, 1, 1]
     below = g.op("LessOrEqual", g.op("Add", offset, local), g.op("Mul", u, total))
     # at most 255 levels count: cdf[255] = total > u * total for u < 1 (front-ends check u), so no clamp
-    return g.op("ReduceSum", g.op("Cast", below, to=TensorProto.INT64), g.const([0, 1], np.int64), keepdims=0)
+    return g.op("ReduceSum", g.op("Cast", below, to=TensorProto.INT64), g.const([1, 2], np.int64), keepdims=0)
 
 
 def _subpixel_tail(g, step, x, colour, u, known, mask, temperature, cast, norm_row):
-    """Head, draw and completion at one colour: hidden ``x`` -> (int64 value ``[N]``, normalised value ``[1, N]``)."""
+    """Head, draw and completion at one colour: hidden ``x`` -> (int64 value ``[N]``, normalised value ``[N, 1]``)."""
     head = step.head_hidden
     y = g.op("Relu", _gemm(g, _np(head.weight), g.op("Relu", x), _column(g, _np(head.bias))))
     w_o, b_o = _np(step.w_o)[:, :, colour], _np(step.b_o)[:, colour]
     logits = _gemm(g, w_o, y, _column(g, b_o))
     value = g.op("Where", mask, known, _draw(g, logits, u, temperature, cast))
-    return value, g.op("Gather", norm_row, value, axis=1)
+    return value, g.op("Gather", norm_row, value, axis=0)
 
 
 def _own_outputs(g: _Graph, outputs: list[str], inputs: list[str]) -> list[str]:
@@ -208,20 +209,20 @@ class _Builder:
 
     # outside the loops -------------------------------------------------------------------------------------
     def bias_embed(self, bias: np.ndarray, embed: Optional[torch.Tensor]) -> str:
-        """``bias + embed[label]`` as ``[C_out, N]`` (``[C_out, 1]`` without classes), computed once."""
+        """``bias + embed[label]`` as ``[N, C_out]`` (``[C_out]`` without classes), computed once."""
         g = self.main
         col = _column(g, bias)
         if embed is None or not self.conditional:
             return col
-        rows = g.op("Gather", g.const(_np(embed), hint="embed"), "label", axis=0)  # [N, C_out]
-        return g.op("Add", col, g.op("Transpose", rows, perm=[1, 0]))
+        return g.op("Add", col, g.op("Gather", g.const(_np(embed), hint="embed"), "label", axis=0))
 
     def zeros(self, shape: tuple[int, ...]) -> str:
-        """Zeros ``[*shape, N]`` of the network's dtype."""
+        """Zeros of ``shape`` with ``"N"`` standing for the batch size, in the network's dtype."""
         from onnx import helper
 
         g = self.main
-        dims = g.op("Concat", g.const(list(shape), np.int64), self.batch, axis=0)
+        parts = [self.batch if d == "N" else g.const([d], np.int64) for d in shape]
+        dims = g.op("Concat", *parts, axis=0)
         return g.op("ConstantOfShape", dims, value=helper.make_tensor("zero", self.float, [1], [0.0]))
 
     def build(self):
@@ -231,13 +232,16 @@ class _Builder:
         c, h, w = step.channels, step.height, step.width
         self.batch = g.op("Shape", "uniforms", start=0, end=1)
         self.temperature = g.op("Cast", "temperature", to=TensorProto.DOUBLE)
-        # per colour: [H, W, N] (rows, then positions, batch last), so the Scans slice them for free
+        # per colour: [H, W, N] (rows, then positions), so the Scans slice them for free; u as [H, W, N, 1, 1],
+        # the shape the draw broadcasts
         self.per_colour = []
         for name, to in (("uniforms", TensorProto.DOUBLE), ("known", TensorProto.INT64), ("known_mask", None)):
             x = g.op("Cast", name, to=to) if to is not None else name
             x = g.op("Transpose", x, perm=[1, 2, 3, 0])
+            if name == "uniforms":
+                x = g.op("Unsqueeze", x, g.const([4, 5], np.int64))
             self.per_colour.append([g.op("Gather", x, g.const(k, np.int64), axis=0) for k in range(c)])
-        self.levels = _np(to_unit(torch.arange(LEVELS), step.dtype)).reshape(1, -1)  # value -> network input
+        self.levels = _np(to_unit(torch.arange(LEVELS), step.dtype)).reshape(-1, 1)  # value -> network input
         values = self.gated_rows() if isinstance(step, GatedCachedStep) else self.pixelcnn_rows()
         stacked = [g.op("Unsqueeze", v, g.const([0], np.int64)) for v in values]
         image = stacked[0] if c == 1 else g.op("Concat", *stacked, axis=0)  # [C, H, W, N]
@@ -267,9 +271,9 @@ class _Builder:
     def sample_row(self, rb: _Graph, above: list[str], left: list[tuple[np.ndarray, int, int]], pixel):
         """The inner Scan over the W positions of a row.
 
-        ``above[l]``: layer l's ``[W, C_out, N]`` contribution of everything final before the row (its rows above,
+        ``above[l]``: layer l's ``[W, N, C_out]`` contribution of everything final before the row (its rows above,
         bias, class vector, gated link). ``left[l] = (weight [P * C_in, C_out], P, C_in)``: its centre-row taps
-        left of the centre, fed from a shift register of the last P positions' inputs (``[P * C_in, N]``, oldest
+        left of the centre, fed from a shift register of the last P positions' inputs (``[N, P * C_in]``, oldest
         first, zeros at the row start: the padding). ``pixel(pb, partial, u, known, mask) -> (values, finals,
         emits)`` writes one pixel's colours from each layer's output over its final taps (``partial``):
         ``finals[l]`` is layer l's input at the pixel once all colours are drawn (shifted into the register),
@@ -291,8 +295,14 @@ class _Builder:
             if reg is None:
                 continue
             if taps > 1:  # drop the oldest position, append this one
-                kept = pb.op("Slice", reg, pb.const([width], np.int64), pb.const([taps * width], np.int64))
-                f = pb.op("Concat", kept, f, axis=0)
+                kept = pb.op(
+                    "Slice",
+                    reg,
+                    pb.const([width], np.int64),
+                    pb.const([taps * width], np.int64),
+                    pb.const([1], np.int64),
+                )
+                f = pb.op("Concat", kept, f, axis=1)
             new_regs.append(f)
         old_regs = [r for r in regs if r is not None]
         outs = _own_outputs(pb, new_regs + values + emits, old_regs)
@@ -306,7 +316,7 @@ class _Builder:
             + self.typed(outs[len(new_regs) : len(new_regs) + c], TensorProto.INT64)
             + self.typed(outs[len(new_regs) + c :], self.float),
         )
-        states = [self.zeros((taps * width,)) for _, taps, width in left if taps]
+        states = [self.zeros(("N", taps * width)) for _, taps, width in left if taps]
         outs = rb.op(
             "Scan",
             *states,
@@ -322,10 +332,10 @@ class _Builder:
         return outs[len(states) : len(states) + c], outs[len(states) + c :]
 
     def image_row(self, rb: _Graph, values: list[str], p: int) -> str:
-        """The row just drawn (int64 ``[W, N]`` per colour) as the first layer's input row ``[W + 2p, C, N]``."""
-        norm = [rb.op("Gather", rb.const(self.levels, hint="levels"), v, axis=1) for v in values]  # [1, W, N] each
-        row = norm[0] if len(norm) == 1 else rb.op("Concat", *norm, axis=0)
-        return self.pad_row(rb, rb.op("Transpose", row, perm=[1, 0, 2]), p)
+        """The row just drawn (int64 ``[W, N]`` per colour) as the first layer's input row ``[W + 2p, N, C]``."""
+        norm = [rb.op("Gather", rb.const(self.levels, hint="levels"), v, axis=0) for v in values]  # [W, N, 1] each
+        row = norm[0] if len(norm) == 1 else rb.op("Concat", *norm, axis=2)
+        return self.pad_row(rb, row, p)
 
     def scan_rows(self, row_state_shapes: list[tuple[int, ...]], row):
         """The outer Scan over the H rows: state = rows of layer inputs (``row_state_shapes``, zeros at the
@@ -349,7 +359,7 @@ class _Builder:
             + self.typed(self.row_mask, TensorProto.BOOL),
             self.typed(new_states, self.float) + self.typed(values, TensorProto.INT64),
         )
-        init = [self.zeros(s) for s in row_state_shapes]
+        init = [self.zeros((w, "N", ch)) for w, ch in row_state_shapes]
         outs = g.op(
             "Scan",
             *init,
@@ -362,7 +372,7 @@ class _Builder:
         return outs[len(init) :]
 
     def pad_row(self, rb: _Graph, row: str, p: int) -> str:
-        """``[W, C, N]`` -> ``[W + 2p, C, N]`` with zero columns (the convolutions' padding)."""
+        """``[W, N, C]`` -> ``[W + 2p, N, C]`` with zero columns (the convolutions' padding)."""
         return rb.op("Pad", row, rb.const([p, 0, 0, p, 0, 0], np.int64)) if p else row
 
     def tail(self, pb, x, colour, u, known, mask):
@@ -396,7 +406,7 @@ class _Builder:
                 value, norm = self.tail(pb, x, colour, u[colour], known[colour], mask[colour])
                 values.append(value)
                 norms.append(norm)
-            finals[0] = norms[0] if c == 1 else pb.op("Concat", *norms, axis=0)  # the pixel [C, N]
+            finals[0] = norms[0] if c == 1 else pb.op("Concat", *norms, axis=1)  # the pixel [N, C]
             return values, finals, emits
 
         def row(rb, states):
@@ -448,16 +458,16 @@ class _Builder:
                 if colour > 0 and first.self_ is not None and np.any(first.self_[colour - 1]):
                     z0 = _gemm(pb, first.self_[colour - 1 : colour], norms[-1], z0)  # colour - 1 at the centre
                 proj = layers[0].proj
-                x = _gemm(pb, _np(proj.weight), _gate(pb, z0, 0), _column(pb, _np(proj.bias)))
+                x = _gemm(pb, _np(proj.weight), _gate(pb, z0, 1), _column(pb, _np(proj.bias)))
                 for b, (layer, s) in enumerate(zip(layers[1:], horizontal[1:], strict=True), start=1):
                     z = _gemm(pb, s.self_, x, partial[b]) if s.self_ is not None else partial[b]
-                    out = _gemm(pb, _np(layer.proj.weight), _gate(pb, z, 0), _column(pb, _np(layer.proj.bias)))
+                    out = _gemm(pb, _np(layer.proj.weight), _gate(pb, z, 1), _column(pb, _np(layer.proj.bias)))
                     finals[b] = x
                     x = pb.op("Add", out, x)
                 value, norm = self.tail(pb, x, colour, u[colour], known[colour], mask[colour])
                 values.append(value)
                 norms.append(norm)
-            finals[0] = norms[0] if c == 1 else pb.op("Concat", *norms, axis=0)  # the pixel [C, N]
+            finals[0] = norms[0] if c == 1 else pb.op("Concat", *norms, axis=1)  # the pixel [N, C]
             return values, finals, []
 
         def row(rb, states):
@@ -468,11 +478,11 @@ class _Builder:
             links, inputs = [], [None]  # inputs[b]: layer b's input row [W + 2p, C_in, N] of this row
             for b, ((v, w, _), layer) in enumerate(zip(vertical, layers, strict=True)):
                 rows = (held[b] + inputs[b : b + 1] if b else held[b])[: v.live_rows]
-                pre = rb.op("Add", _row_conv(rb, rows, w, v.dx, v.p, width), v_bias[b])  # [W, 2h, N]
-                link = rb.op("MatMul", rb.const(np.ascontiguousarray(_np(layer.link.weight).T), hint="w"), pre)
+                pre = rb.op("Add", _row_conv(rb, rows, w, v.dx, v.p, width), v_bias[b])  # [W, N, 2h]
+                link = rb.op("MatMul", pre, rb.const(_np(layer.link.weight), hint="w"))
                 links.append(rb.op("Add", link, link_bias[b]))
                 if b + 1 < len(layers):
-                    inputs.append(self.pad_row(rb, _gate(rb, pre, 1), vertical[b + 1][0].p))
+                    inputs.append(self.pad_row(rb, _gate(rb, pre, 2), vertical[b + 1][0].p))
             left = [(s.left, s.left_taps, s.in_channels) for s in horizontal]
             values, _ = self.sample_row(rb, links, left, pixel)
             inputs[0] = self.image_row(rb, values, vertical[0][0].p)
