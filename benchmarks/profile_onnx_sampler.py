@@ -79,7 +79,7 @@ def profile_table(path: str, feeds: dict, runs: int = 1) -> list[tuple[str, int,
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def node_images_per_second(path: str, batch: int, runs: int = 2) -> float:
+def node_images_per_second(path: str, batch: int, runs: int = 3) -> float:
     """What export/examples/node/sample.js prints for one run of ``batch`` images (best of ``runs`` processes)."""
     import re
     import subprocess
@@ -99,7 +99,7 @@ def node_images_per_second(path: str, batch: int, runs: int = 2) -> float:
     return best
 
 
-def page_images_per_second(path: str, batch: int, runs: int = 2) -> float:
+def page_images_per_second(path: str, batch: int, runs: int = 4) -> float:
     """The web demo's own run time (``window.pixelcnn.sample``'s ``ms``) for ``batch`` images in headless Chromium,
     driven as tests/test_web.py drives it (best of ``runs`` calls after one warm-up call)."""
     import base64
@@ -196,7 +196,7 @@ def main(argv=None) -> None:
             sample(model, labels, 1.0, None, ref, uniforms=u)
             times[ref].append(time.perf_counter() - t0)
         ms = {name: 1000 * min(t) / batch for name, t in times.items()}
-        cells = " | ".join(f"{ms[name]:.2f} | {ms[name] / ms[ref]:.1f}x (agree {agree[name]:.4f})" for name in samplers)
+        cells = " | ".join(f"{ms[name]:.2f} | {ms[name] / ms[ref]:.2f}x (agree {agree[name]:.4f})" for name in samplers)
         print(f"| {batch} | {ms[ref]:.2f} | {cells} |")
     print()
     if args.js:
