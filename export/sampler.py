@@ -506,7 +506,3 @@ def sampler_proto(model, dtype: torch.dtype = torch.float32, opset: int = 18):
         producer_name="pixelcnn export.sampler",
         ir_version=IR_VERSION,
     )
-
-
-def input_names(model) -> list[str]:
-    return (["label"] if model.num_classes > 0 else []) + ["uniforms", "temperature", "known", "known_mask"]
