@@ -18,7 +18,7 @@ def _onnx_sampler(model, folder, timing: bool, precision="float32"):
     from export.ort_sampler import OrtSampler
 
     key = (timing, precision)  # setup() builds the same model for the same ``timing``
-    if key not in _sessions:  # the export is slow (a while_loop trace): once per size and process
+    if key not in _sessions:  # once per size and process
         _sessions[key] = OrtSampler(export_sampler_onnx(model, str(folder / "sampler.onnx"), precision=precision))
     return _sessions[key]
 

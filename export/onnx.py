@@ -99,21 +99,19 @@ PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 def export_sampler_onnx(
     model, path: str, opset: int = DEFAULT_OPSET, props: Optional[dict] = None, precision: str = "float32"
 ) -> str:
-    """Write the sampler model (``export.sampler``: whole images in one run, an ONNX Loop over the sub-pixels) to
-    ``path`` (atomically), dynamic batch. ``precision``: the network's float type (the draw is float64)."""
+    """Write the sampler model (``export.sampler``: whole images in one run, a Scan over rows around a Scan over
+    pixels) to ``path`` (atomically), dynamic batch. ``precision``: the network's float type (the draw is float64)."""
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; pass one of {sorted(PRECISIONS)}")
-    module = sampler_graph.sampler_module(model, PRECISIONS[precision])
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    names = sampler_graph.input_names(module)
-    shapes = tuple(None if name == "temperature" else {0: batch} for name in names)
+    check_opset(opset)
     props = dict(props or metadata(model))
-    props.update(sampler_metadata(module, precision))
-    return _write(module, sampler_graph.example_sampler_inputs(module), names, ["image"], shapes, props, path, opset)
+    props.update(sampler_metadata(model, precision))
+    # written node by node from the cached step's weights (export/sampler.py says why), not traced
+    return _save(sampler_graph.sampler_proto(model, PRECISIONS[precision], opset), props, path)
 
 
-def sampler_metadata(module, precision: str) -> dict:
-    label = "label int64 [N] (class-conditional only); " if module.conditional else ""
+def sampler_metadata(model, precision: str) -> dict:
+    label = "label int64 [N] (class-conditional only); " if model.num_classes > 0 else ""
     return {
         "pixelcnn.graph": "sampler",
         "pixelcnn.precision": precision,
@@ -124,8 +122,6 @@ def sampler_metadata(module, precision: str) -> dict:
 
 
 def _write(module, args, inputs, outputs, dynamic_shapes, props, path, opset) -> str:
-    import onnx
-
     check_opset(opset)
     module.eval()
     with atomic_path(path) as tmp, warnings.catch_warnings():
@@ -143,15 +139,27 @@ def _write(module, args, inputs, outputs, dynamic_shapes, props, path, opset) ->
             verbose=False,
             report=False,
         )
-        proto = program.model_proto
-        for key, value in props.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.checker.check_model(proto, full_check=True)
-        onnx.save_model(proto, tmp, save_as_external_data=False)
-        if os.path.exists(tmp + ".data"):
-            raise ExportError("the ONNX exporter wrote external data; the model must stay one file")
+        _finish(program.model_proto, props, tmp)
     return path
+
+
+def _save(proto, props, path) -> str:
+    with atomic_path(path) as tmp:
+        _finish(proto, props, tmp)
+    return path
+
+
+def _finish(proto, props, tmp) -> None:
+    """Metadata props, the full ONNX check, then one self-contained file at ``tmp``."""
+    import onnx
+
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save_model(proto, tmp, save_as_external_data=False)
+    if os.path.exists(tmp + ".data"):
+        raise ExportError("the ONNX exporter wrote external data; the model must stay one file")
 
 
 def ort_session(path: str, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0):

@@ -1,7 +1,8 @@
 """The one cached step (docs/DESIGN.md §5): sub-pixel (i, j, c) of the cached sampler, computed from ring buffers.
 
 Every cached sampler written in Python is this module: ``pixelcnn.sampling`` runs it eagerly (method ``cached``),
-and the ONNX step model (``export/step.py``) and the ONNX sampler model (``export/sampler.py``) are exported from it.
+the ONNX step model (``export/step.py``) is traced from it, and the ONNX sampler model (``export/sampler.py``) is
+written from its layers' cropped weights (``SpatialLayer``, ``DenseLayer``, the head), split by row.
 It is written with tensor positions and functional updates (``index_put``, ``index_select``), so one code path
 serves eager PyTorch and the exporters.
 
@@ -208,8 +209,8 @@ class _Step(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One sampling step (``start_row`` already run for row i): logits of (i, j, c), ``draw(logits, u,
         temperature)`` (the draw rule), the known value instead where ``known_mask`` [N] is set, and the value written
-        into cache 0. Returns (uint8 value ``[N]``, caches). The Python cached sampler and the ONNX sampler model's loop
-        body both run this."""
+        into cache 0. Returns (uint8 value ``[N]``, caches). The Python cached sampler runs this; the ONNX sampler
+        model writes the same step out row-split (``export/sampler.py``)."""
         logits, caches = self.subpixel(i, j, c, label, caches)
         value = draw(logits, u, temperature).to(torch.uint8)
         if known is not None:

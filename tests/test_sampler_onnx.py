@@ -97,18 +97,41 @@ def test_completion_keeps_known_subpixels_and_equals_python(request, fixture):
     assert (plain[~mask.numpy()] != got[~mask.numpy()]).any()  # the known part changed what follows
 
 
+def scans(graph):
+    return [node for node in graph.node if node.op_type == "Scan"]
+
+
+def body(node):
+    return next(a.g for a in node.attribute if a.name == "body")
+
+
 @pytest.mark.parametrize("fixture", ["colour", "gated"])
-def test_the_sampler_is_a_loop_not_an_unrolled_graph(request, fixture):
+def test_the_sampler_is_a_scan_over_rows_around_a_scan_over_pixels_with_an_index_free_body(request, fixture):
     import onnx
 
     _, _, path = request.getfixturevalue(fixture)
     proto = onnx.load(path)
-    loops = [node for node in proto.graph.node if node.op_type == "Loop"]
-    assert len(loops) == 1
+    (rows,) = scans(proto.graph)
+    (pixels,) = scans(body(rows))
+    ops = {node.op_type for node in body(pixels).node}
+    # standard operators only, and none of the index arithmetic or cache scatters of a traced step
+    assert all(node.domain in ("", "ai.onnx") for node in body(pixels).node)
+    assert not ops & {"Loop", "Scan", "If", "ScatterND", "ScatterElements", "GatherND", "Mod", "Unsqueeze"}, ops
+    assert {"Gemm", "CumSum"} <= ops
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["pixelcnn.graph"] == "sampler" and props["pixelcnn.channels"] == "3"
     assert props["pixelcnn.image_size"] == "[5, 6]" and props["pixelcnn.precision"] == "float64"
     assert [o.name for o in proto.graph.output] == ["image"]
+    assert [i.name for i in proto.graph.input] == ["label", "uniforms", "temperature", "known", "known_mask"]
+
+
+def test_default_model_sampler_body_has_at_most_100_nodes_per_subpixel():
+    from export.sampler import sampler_proto
+
+    model = random_model(channels=1, num_classes=10, hidden=64, blocks=5, kernel_size=7, size=(28, 28))
+    (rows,) = scans(sampler_proto(model, torch.float32).graph)
+    (pixels,) = scans(body(rows))
+    assert len(body(pixels).node) <= 100, len(body(pixels).node)
 
 
 def test_float32_sampler_model_agrees_except_at_cdf_boundaries(tmp_path):
