@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
             graph.add_argument(
                 "--sampler",
                 action="store_true",
-                help="export the sampler model: whole images in one run (an ONNX Loop over the "
-                "sub-pixels, the draw rule inside; completion inputs known/known_mask)",
+                help="export the sampler model: whole images in one run (nested ONNX Scans over rows and "
+                "pixels, the draw rule inside; completion inputs known/known_mask)",
             )
             s.add_argument(
                 "--precision",

@@ -7,8 +7,8 @@
 // The sampler model (python -m export onnx --sampler; interface in export/sampler.py) takes
 //   label int64 [N] (class-conditional models only), uniforms float32 [N, C, H, W] in [0, 1),
 //   temperature float32 [], known uint8 [N, C, H, W], known_mask bool [N, C, H, W]
-// and returns image uint8 [N, C, H, W]: the whole sampling loop (an ONNX Loop over the sub-pixels, with the draw
-// rule of docs/DESIGN.md §5) runs inside ONNX Runtime. Given the same uniforms (a float32 [N, C, H, W] .npy file) it
+// and returns image uint8 [N, C, H, W]: the whole sampling loop (nested ONNX Scans over rows and pixels, with the
+// draw rule of docs/DESIGN.md §5) runs inside ONNX Runtime. Given the same uniforms (a float32 [N, C, H, W] .npy file) it
 // draws the same images as pixelcnn.sampling.sample(method="cached"). --complete keeps the top --keep-rows rows of
 // the given uint8 [N, C, H, W] .npy images and samples the rest. The graph cannot raise errors, so this program
 // checks every input first. Output: binary PGM (grey) or PPM (colour), the N images stacked vertically.
