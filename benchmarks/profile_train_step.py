@@ -35,15 +35,20 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.reference import TextbookPixelCNN, textbook_loss
+from pixelcnn.architectures import build_model
 from pixelcnn.config import ModelConfig
 from pixelcnn.cpu_allocator import keep_heap
 from pixelcnn.likelihood import nll_nats
-from pixelcnn.model import PixelCNN
+from pixelcnn.model import AutoregressiveModel
+
+# the profiled models: the train_step benchmark's PixelCNN and the gated one at matched live parameter count
+# (249k vs 243k, docs/DESIGN.md §3)
+ARCH_SIZES = {"pixelcnn": dict(hidden=64, blocks=5), "gated": dict(hidden=40, blocks=6)}
 
 CONV_OPS = ("aten::convolution_backward", "aten::mkldnn_convolution", "aten::cudnn_convolution", "aten::_convolution")
 
 
-def profile_path(base: PixelCNN, image, labels, path: str, steps: int) -> dict:
+def profile_path(base: AutoregressiveModel, image, labels, path: str, steps: int) -> dict:
     if path == "reference":
         model = TextbookPixelCNN.from_state_dict(base.state_dict())
         net, loss_of = model, textbook_loss
@@ -92,13 +97,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile_train_step", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--arch", choices=list(ARCH_SIZES), default="pixelcnn", help="gated: no textbook reference path")
     p.add_argument(
         "--paths", nargs="+", default=["reference", "eager", "compile"], choices=["reference", "eager", "compile"]
     )
     args = p.parse_args(argv)
     keep_heap()  # as the benchmarks do: otherwise the first path measured pays glibc's page faults
     torch.manual_seed(0)
-    base = PixelCNN(ModelConfig(channels=1, image_size=(28, 28), num_classes=10, hidden=64, blocks=5))
+    if args.arch != "pixelcnn" and "reference" in args.paths:
+        p.error("the textbook reference is a PixelCNN: pass --paths eager compile with --arch gated")
+    config = ModelConfig(arch=args.arch, channels=1, image_size=(28, 28), num_classes=10, **ARCH_SIZES[args.arch])
+    base = build_model(config)
     image = torch.randint(0, 256, (args.batch, 1, 28, 28), dtype=torch.uint8)
     labels = torch.arange(args.batch) % 10
     results = {}
