@@ -280,7 +280,9 @@ def picked_configs(kernel: str, layer: Layer, dtype: str) -> list:
     _, live, cin, cout = kernel_geometry(layer, kernel)
     m = tmc.wgrad_splits(layer.pixels, live.count, cin, cout, H100_SMS)[1] if kernel == "grad_weight" else layer.pixels
     wgrad = kernel == "grad_weight"
-    return tmc.prune_configs(tmc.WGRAD_CONFIGS if wgrad else tmc.CONFIGS, m, cin, cout, ELEMENT[dtype][1], wgrad)
+    residual = kernel == "forward" and layer.residual
+    configs = tmc.WGRAD_CONFIGS if wgrad else tmc.CONFIGS
+    return tmc.prune_configs(configs, m, cin, cout, ELEMENT[dtype][1], wgrad, residual)
 
 
 def config_name(c: triton.Config) -> str:

@@ -301,9 +301,15 @@ def _pow2_at_least_16(n: int) -> int:
     return max(16, triton.next_power_of_2(max(1, int(n))))
 
 
-def prune_configs(configs, m: int, k: int, n: int, element_size: int, wgrad: bool = False):
+# fp32 accumulator tiles wider than this spill in a residual epilogue (benchmarks.triton_sass, TF32 on sm_90, the gated
+# horizontal layers: 128 x 128 and 64 x 128 reach 255 registers and spill 16-48 bytes; 128 x 64 does not)
+RESIDUAL_FP32_MAX_BLOCK_N = 64
+
+
+def prune_configs(configs, m: int, k: int, n: int, element_size: int, wgrad: bool = False, residual: bool = False):
     """Configs whose tiles fit the problem (no block beyond the next power of two of its extent) and whose pipeline
-    fits shared memory at this dtype; never empty (the smallest config stays)."""
+    fits shared memory at this dtype, without the fp32 tiles a residual epilogue spills from; never empty (the
+    smallest config stays)."""
     # grad_weight's output rows are BLOCK_K (taps x channels): below 64 rows sm_90 has no wgmma (its M is 64 per
     # warpgroup) and Triton falls back to mma.sync (the folded first layer, 7x7A-C1: 25 rows); rows past k are masked
     k_cap = max(_pow2_at_least_16(k), WGMMA_MIN_M) if wgrad else _pow2_at_least_16(k)
@@ -314,6 +320,7 @@ def prune_configs(configs, m: int, k: int, n: int, element_size: int, wgrad: boo
         and c.kwargs["BLOCK_N"] <= _pow2_at_least_16(n)
         and c.kwargs["BLOCK_K"] <= k_cap
         and smem_bytes(c.kwargs, element_size, c.num_stages, wgrad) <= SMEM_BUDGET
+        and not (residual and element_size == 4 and c.kwargs["BLOCK_N"] > RESIDUAL_FP32_MAX_BLOCK_N)
     ]
     if not keep:
         keep = [min(configs, key=lambda c: smem_bytes(c.kwargs, element_size, c.num_stages, wgrad))]
@@ -322,7 +329,8 @@ def prune_configs(configs, m: int, k: int, n: int, element_size: int, wgrad: boo
 
 def _prune_conv(configs, named_args, **kwargs):
     a = named_args
-    return prune_configs(configs, a["M"], a["CIN"], a["COUT"], a["x_ptr"].element_size())
+    residual = bool(kwargs.get("HAS_RES"))
+    return prune_configs(configs, a["M"], a["CIN"], a["COUT"], a["x_ptr"].element_size(), residual=residual)
 
 
 def _prune_wgrad(configs, named_args, **kwargs):
@@ -331,7 +339,9 @@ def _prune_wgrad(configs, named_args, **kwargs):
 
 
 _KEY = ["CIN", "COUT", "TAPS", "H", "W"]
-_conv_tuned = triton.autotune(CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune_conv})(_conv_kernel)
+_conv_tuned = triton.autotune(CONFIGS, key=_KEY + ["HAS_RES"], prune_configs_by={"early_config_prune": _prune_conv})(
+    _conv_kernel
+)
 _wgrad_tuned = triton.autotune(
     WGRAD_CONFIGS, key=_KEY + ["M_PER_SPLIT"], prune_configs_by={"early_config_prune": _prune_wgrad}
 )(_wgrad_kernel)
