@@ -187,3 +187,15 @@ def test_cropped_gradient_ops_pass_opcheck(layout):
     live = list(live_taps(mask))
     torch.library.opcheck(torch.ops.pixelcnn.cropped_conv2d_grad_input, (grad, w, mask, live))
     torch.library.opcheck(torch.ops.pixelcnn.cropped_conv2d_grad_weight, (grad, x, w, mask, live))
+
+
+@pytest.mark.parametrize("arch", ["pixelcnn", "gated"])
+def test_model_on_the_default_path_traces_in_one_graph(arch):
+    """--compile on CPU: the live rectangles are ints kept where the masks were built, so no mask is read while
+    tracing (a data-dependent read would break the graph)."""
+    torch._dynamo.reset()
+    model = random_model(channels=1, num_classes=3, hidden=16, blocks=1, kernel_size=5, size=(6, 5), arch=arch)
+    model = model.float()
+    image = torch.randint(0, 256, (2, 1, 6, 5), dtype=torch.uint8)
+    explained = torch._dynamo.explain(model)(image, torch.tensor([0, 2]))
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
