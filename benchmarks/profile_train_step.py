@@ -23,6 +23,14 @@ What it showed (2-core machine, under contention, so shares rather than times):
 - Left: convolutions are still ~2/3 of the compiled step, at ~75-130 GFLOP/s (1x1 backward ~100 ms, 3x3 forward
   ~50 ms, grad_input ~45 ms, grad_weight GEMMs ~50 ms per step); the first layer (7x7 mask A on one channel) keeps
   oneDNN's weight gradient (~20 ms), which ran faster than the GEMM form on one channel.
+- Gated (``--arch gated``, h=40, 6 blocks, batch 32; the machine at load ~9 on 2 cores, so shares only): before the
+  live-rectangle crop, convolutions were ~44 % of the eager step and the horizontal stack's convs were not the main
+  cost: 12 k x k convs of 2 x 3 (vertical and horizontal alike, ~40 ms each), the 1x1 link and proj backward
+  (~0.4 s each per step), the gate's tanh/sigmoid/products and their backward (~0.5 s), and layout copies. Found and
+  fixed: on one colour, layer 0's convs answered NCHW (a 1-channel input is both layouts) and every later gated
+  layer ran NCHW; the horizontal convs now run their 1 x 2 rectangle (min of 12 interleaved calls, h=40: forward
+  24 -> 12 ms, grad_input 24 -> 4 ms per layer). Left: the 1x1 convs' oneDNN backward and the gate's elementwise
+  work, which ``--compile`` fuses.
 """
 
 from __future__ import annotations
