@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from benchmarks.conftest import record
-from pixelcnn.masks import conv_mask
+from pixelcnn.masks import conv_mask, live_taps
 from pixelcnn.ops.masked_conv import masked_conv2d
 from pixelcnn.ops.reference import masked_conv2d_reference
-from pixelcnn.ops.triton_masked_conv import live_tap_count
 
 CUDA = torch.cuda.is_available()
 
@@ -35,7 +34,15 @@ class ConvCase:
     def flops(self, backward: bool) -> int:
         """2 * pixels * Cin * Cout * live taps per GEMM; backward adds grad_weight, and grad_input unless the input
         is the image (first layer)."""
-        one = 2 * self.n * self.size * self.size * self.cin * self.cout * live_tap_count(self.k)
+        one = (
+            2
+            * self.n
+            * self.size
+            * self.size
+            * self.cin
+            * self.cout
+            * live_taps(conv_mask(self.cout, self.cin, self.k, self.mask_type, self.colors)).count
+        )
         return one * (1 + (1 + (self.mask_type == "B")) * backward)
 
 
@@ -65,6 +72,7 @@ def make_case(case: ConvCase, dtype: torch.dtype, device: str, scale_down: bool 
 def step_fn(impl: str, case: ConvCase, inputs, backward: bool):
     """A callable running one forward (and backward) of ``impl``; the image of the first layer needs no grad."""
     x, w, mask, bias, cond = inputs
+    live = live_taps(mask)  # as MaskedConv2d keeps it: read once, not per call
     x = x.detach().requires_grad_(backward and case.mask_type == "B")
     w = w.detach().requires_grad_(backward)
     bias = bias.detach().requires_grad_(backward)
@@ -73,8 +81,8 @@ def step_fn(impl: str, case: ConvCase, inputs, backward: bool):
         if impl == "reference":  # the full k x k kernel W*M: what cuDNN / oneDNN are given without the crop
             return masked_conv2d_reference(x, w, mask, bias, cond, None, case.relu)
         if impl == "cropped":  # the default path: the crop, and on CPU its GEMM backward
-            return masked_conv2d(x, w, mask, bias, cond, None, case.relu, "reference")
-        return masked_conv2d(x, w, mask, bias, cond, None, case.relu, impl)
+            return masked_conv2d(x, w, mask, bias, cond, None, case.relu, "reference", live)
+        return masked_conv2d(x, w, mask, bias, cond, None, case.relu, impl, live)
 
     if not backward:
         return lambda: forward()

@@ -23,6 +23,14 @@ What it showed (2-core machine, under contention, so shares rather than times):
 - Left: convolutions are still ~2/3 of the compiled step, at ~75-130 GFLOP/s (1x1 backward ~100 ms, 3x3 forward
   ~50 ms, grad_input ~45 ms, grad_weight GEMMs ~50 ms per step); the first layer (7x7 mask A on one channel) keeps
   oneDNN's weight gradient (~20 ms), which ran faster than the GEMM form on one channel.
+- Gated (``--arch gated``, h=40, 6 blocks, batch 32; the machine at load ~9 on 2 cores, so shares only): before the
+  live-rectangle crop, convolutions were ~44 % of the eager step and the horizontal stack's convs were not the main
+  cost: 12 k x k convs of 2 x 3 (vertical and horizontal alike, ~40 ms each), the 1x1 link and proj backward
+  (~0.4 s each per step), the gate's tanh/sigmoid/products and their backward (~0.5 s), and layout copies. Found and
+  fixed: on one colour, layer 0's convs answered NCHW (a 1-channel input is both layouts) and every later gated
+  layer ran NCHW; the horizontal convs now run their 1 x 2 rectangle (min of 12 interleaved calls, h=40: forward
+  24 -> 12 ms, grad_input 24 -> 4 ms per layer). Left: the 1x1 convs' oneDNN backward and the gate's elementwise
+  work, which ``--compile`` fuses.
 """
 
 from __future__ import annotations
@@ -35,15 +43,20 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.reference import TextbookPixelCNN, textbook_loss
+from pixelcnn.architectures import build_model
 from pixelcnn.config import ModelConfig
 from pixelcnn.cpu_allocator import keep_heap
 from pixelcnn.likelihood import nll_nats
-from pixelcnn.model import PixelCNN
+from pixelcnn.model import AutoregressiveModel
+
+# the profiled models: the train_step benchmark's PixelCNN and the gated one at matched live parameter count
+# (249k vs 243k, docs/DESIGN.md §3)
+ARCH_SIZES = {"pixelcnn": dict(hidden=64, blocks=5), "gated": dict(hidden=40, blocks=6)}
 
 CONV_OPS = ("aten::convolution_backward", "aten::mkldnn_convolution", "aten::cudnn_convolution", "aten::_convolution")
 
 
-def profile_path(base: PixelCNN, image, labels, path: str, steps: int) -> dict:
+def profile_path(base: AutoregressiveModel, image, labels, path: str, steps: int) -> dict:
     if path == "reference":
         model = TextbookPixelCNN.from_state_dict(base.state_dict())
         net, loss_of = model, textbook_loss
@@ -92,13 +105,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile_train_step", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--arch", choices=list(ARCH_SIZES), default="pixelcnn", help="gated: no textbook reference path")
     p.add_argument(
         "--paths", nargs="+", default=["reference", "eager", "compile"], choices=["reference", "eager", "compile"]
     )
     args = p.parse_args(argv)
     keep_heap()  # as the benchmarks do: otherwise the first path measured pays glibc's page faults
     torch.manual_seed(0)
-    base = PixelCNN(ModelConfig(channels=1, image_size=(28, 28), num_classes=10, hidden=64, blocks=5))
+    if args.arch != "pixelcnn" and "reference" in args.paths:
+        p.error("the textbook reference is a PixelCNN: pass --paths eager compile with --arch gated")
+    config = ModelConfig(arch=args.arch, channels=1, image_size=(28, 28), num_classes=10, **ARCH_SIZES[args.arch])
+    base = build_model(config)
     image = torch.randint(0, 256, (args.batch, 1, 28, 28), dtype=torch.uint8)
     labels = torch.arange(args.batch) % 10
     results = {}

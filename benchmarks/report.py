@@ -126,6 +126,9 @@ def build_report(data: dict, machine: str, out_dir: str = RESULTS) -> str:
         "sampling on it (sampling). Paired = the median over the rounds of reference time / path time with the two "
         "run alternately in the path's test (forward and train-step groups): this machine's speed drifts over "
         "minutes, which a ratio of medians timed one after the other picks up; the targets use it where it exists.",
+        "Architectures side by side: `gated-<path>` rows are the gated PixelCNN (`--arch gated`) at the PixelCNN's "
+        "live parameter count (`benchmarks/bench_forward.py` GATED) through the same path; their speedup and paired "
+        "columns are against the textbook PixelCNN of the group.",
         "",
     ]
     lines += target_lines(groups)

@@ -4,7 +4,9 @@
                                      [--dump DIR] [--json F] [--markdown F]
 
 Every kernel (forward, grad_input, grad_weight) x dtype (bf16, fp16, fp32-tf32, fp32-ieee on request) x the seed's
-layer shapes (7x7 mask A C=1 and C=3 -> 2h, 3x3 mask B h=64 and h=256; 32x32, batch 64) is compiled with Triton's
+layer shapes (7x7 mask A C=1 and C=3 -> 2h, 3x3 mask B h=64 and h=256; 32x32, batch 64) and the gated ones (the
+vertical and horizontal stacks' first layers on C=1 and 3x3 layers h -> 2h at h=40, the matched-size MNIST model, and
+h=128; the horizontal one with the link's residual in its epilogue) is compiled with Triton's
 ahead-of-time path for sm_90 / sm_80, specialised the way the runtime would specialise it for those tensors
 (integer 1 -> constant, multiples of 16 -> divisibility hints). One row per compiled kernel: registers, spilled
 bytes, shared memory, tensor-core instructions (HGMMA on sm_90, HMMA), scalar 16-bit / vector global loads, FLOPs over
@@ -28,6 +30,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 
 from pixelcnn.atomic import atomic_write_text
+from pixelcnn.masks import LiveTaps, conv_mask, live_taps
 from pixelcnn.ops import triton_masked_conv as tmc
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
@@ -49,10 +52,20 @@ class Layer:
     n: int = 64
     h: int = 32
     w: int = 32
+    mask: str = "B"
+    residual: bool = False
+
+    @property
+    def live(self) -> LiveTaps:
+        """The seed's layers count mask B's taps (mask A on one colour: one all-zero tap more, as the kernel runs it
+        on colours); the gated ones their mask's."""
+        if self.mask in ("A", "B"):
+            return tmc.seed_live_taps(self.k)
+        return live_taps(conv_mask(self.cout, self.cin, self.k, self.mask, 3, gated_out=True))
 
     @property
     def taps(self) -> int:
-        return tmc.live_tap_count(self.k)
+        return self.live.count
 
     @property
     def pixels(self) -> int:
@@ -69,6 +82,15 @@ SEED_LAYERS = [
     Layer("3x3B-h64", 64, 64, 3, True, True, True),
     Layer("3x3B-h256", 256, 256, 3, True, True, True),
 ]
+GATED_LAYERS = [
+    Layer("7x7vA-C1", 1, 80, 7, True, True, False, mask="vA"),
+    Layer("7x7hA-C1", 1, 80, 7, True, True, False, mask="hA", residual=True),
+    Layer("3x3vB-h40", 40, 80, 3, True, True, False, mask="vB"),
+    Layer("3x3hB-h40", 40, 80, 3, True, True, False, mask="hB", residual=True),
+    Layer("3x3vB-h128", 128, 256, 3, True, True, False, mask="vB"),
+    Layer("3x3hB-h128", 128, 256, 3, True, True, False, mask="hB", residual=True),
+]
+ALL_LAYERS = SEED_LAYERS + GATED_LAYERS
 KERNELS = ("forward", "grad_input", "grad_weight")
 
 
@@ -76,14 +98,14 @@ def _channels_last_strides(n, c, h, w):
     return (h * w * c, 1, w * c, c)
 
 
-def kernel_geometry(layer: Layer, kernel: str) -> tuple[int, int, int, int]:
-    """(kernel size, taps, reduction channels, output channels) the launcher gives the kernel: the first layer runs
-    as a 1x1 GEMM over its live taps folded into channels (padded to a multiple of 16)."""
+def kernel_geometry(layer: Layer, kernel: str) -> tuple[int, LiveTaps, int, int]:
+    """(kernel size, live taps, reduction channels, output channels) the launcher gives the kernel: the first layer
+    runs as a 1x1 GEMM over its live taps folded into channels (padded to a multiple of 16)."""
     if kernel == "grad_input":
-        return layer.k, layer.taps, layer.cout, layer.cin
+        return layer.k, layer.live, layer.cout, layer.cin
     if tmc.folds_taps(layer.cin, layer.k):
-        return 1, 1, triton.cdiv(layer.taps * layer.cin, 16) * 16, layer.cout
-    return layer.k, layer.taps, layer.cin, layer.cout
+        return 1, tmc.ONE_TAP, triton.cdiv(layer.taps * layer.cin, 16) * 16, layer.cout
+    return layer.k, layer.live, layer.cin, layer.cout
 
 
 def kernel_call(kernel: str, layer: Layer, dtype: str, config: dict):
@@ -92,8 +114,10 @@ def kernel_call(kernel: str, layer: Layer, dtype: str, config: dict):
     elt = ELEMENT[dtype][0]
     precision = "tf32" if dtype == "tf32" else "ieee"  # as dot_precision: 16-bit operands ignore it
     n, h, w = layer.n, layer.h, layer.w
-    ksize, taps, cin, cout = kernel_geometry(layer, kernel)
+    ksize, live, cin, cout = kernel_geometry(layer, kernel)
+    taps = live.count
     blocks = {key: config[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
+    rect = dict(R0=live.row0, C0=live.col0, RW=live.cols)
     if kernel == "grad_weight":
         per = tmc.wgrad_splits(layer.pixels, taps, cin, cout, H100_SMS)[1]
         args = dict(
@@ -112,7 +136,7 @@ def kernel_call(kernel: str, layer: Layer, dtype: str, config: dict):
             args[name] = s
         for name, s in zip(("sgn", "sgc", "sgh", "sgw"), _channels_last_strides(n, cout, h, w), strict=True):
             args[name] = s
-        const = dict(KSIZE=ksize, PRECISION=precision, UPCAST=False, I64=False, **blocks)
+        const = dict(KSIZE=ksize, **rect, PRECISION=precision, UPCAST=False, I64=False, **blocks)
         return tmc._wgrad_kernel, args, const
     flip = kernel == "grad_input"
     epi = not flip
@@ -134,13 +158,17 @@ def kernel_call(kernel: str, layer: Layer, dtype: str, config: dict):
         args[name] = s
     for name, s in zip(("son", "soc", "soh", "sow"), _channels_last_strides(n, cout, h, w), strict=True):
         args[name] = s
-    args.update(srn=0, src=0, srh=0, srw=0, scn=cout if epi and layer.cond else 0, scc=1 if epi and layer.cond else 0)
+    res = epi and layer.residual
+    for name, s in zip(("srn", "src", "srh", "srw"), _channels_last_strides(n, cout, h, w), strict=True):
+        args[name] = s if res else 0
+    args.update(scn=cout if epi and layer.cond else 0, scc=1 if epi and layer.cond else 0)
     const = dict(
         KSIZE=ksize,
+        **rect,
         FLIP=flip,
         HAS_BIAS=epi and layer.bias,
         HAS_COND=epi and layer.cond,
-        HAS_RES=False,
+        HAS_RES=res,
         RELU=epi and layer.relu,
         PRECISION=precision,
         UPCAST=False,
@@ -249,10 +277,12 @@ def roofline_us(kernel: str, layer: Layer, dtype: str) -> float:
 
 def picked_configs(kernel: str, layer: Layer, dtype: str) -> list:
     """The configs the autotuner would try for this kernel and shape (after pruning)."""
-    _, taps, cin, cout = kernel_geometry(layer, kernel)
-    m = tmc.wgrad_splits(layer.pixels, taps, cin, cout, H100_SMS)[1] if kernel == "grad_weight" else layer.pixels
+    _, live, cin, cout = kernel_geometry(layer, kernel)
+    m = tmc.wgrad_splits(layer.pixels, live.count, cin, cout, H100_SMS)[1] if kernel == "grad_weight" else layer.pixels
     wgrad = kernel == "grad_weight"
-    return tmc.prune_configs(tmc.WGRAD_CONFIGS if wgrad else tmc.CONFIGS, m, cin, cout, ELEMENT[dtype][1], wgrad)
+    residual = kernel == "forward" and layer.residual
+    configs = tmc.WGRAD_CONFIGS if wgrad else tmc.CONFIGS
+    return tmc.prune_configs(configs, m, cin, cout, ELEMENT[dtype][1], wgrad, residual)
 
 
 def config_name(c: triton.Config) -> str:
@@ -353,8 +383,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--shape",
         nargs="+",
-        default=[layer.name for layer in SEED_LAYERS],
-        choices=[layer.name for layer in SEED_LAYERS],
+        default=[layer.name for layer in ALL_LAYERS],
+        choices=[layer.name for layer in ALL_LAYERS],
     )
     p.add_argument(
         "--configs",
@@ -376,7 +406,7 @@ def main(argv=None) -> int:
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         argv = sys.argv[1:] if argv is None else list(argv)
         return subprocess.run([sys.executable, "-m", "benchmarks.triton_sass", *argv], env=env).returncode
-    layers = {layer.name: layer for layer in SEED_LAYERS}
+    layers = {layer.name: layer for layer in ALL_LAYERS}
     if a.case:
         table = []
         for case in a.case:

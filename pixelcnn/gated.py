@@ -52,7 +52,13 @@ class GatedLayer(nn.Module):
         cond_v = self.embed_v(labels).to(v.dtype) if self.embed_v is not None else None
         cond_h = self.embed_h(labels).to(h.dtype) if self.embed_h is not None else None
         v_pre = self.v_conv(v, cond=cond_v)
+        if self.first:
+            # a 1-channel image is NCHW and channels-last at once, and oneDNN then answers in NCHW: layer 0 sets the
+            # hidden layout (a no-op when the convolution returned it), else every later layer runs NCHW on CPU
+            v_pre = v_pre.contiguous(memory_format=activation_layout(v.device))
         h_pre = self.h_conv(h, cond=cond_h, residual=self.link(v_pre))
+        if self.first:
+            h_pre = h_pre.contiguous(memory_format=activation_layout(h.device))
         return gate(v_pre), self.proj(gate(h_pre), residual=None if self.first else h)
 
 

@@ -6,6 +6,8 @@ Channel ``k`` of any layer belongs to colour group ``k % C``.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 MASK_TYPES = ("A", "B", "vA", "vB", "hA", "hB")
@@ -53,12 +55,49 @@ def conv_mask(
     return mask
 
 
-def live_taps(kernel_size: int, mask_type: str = "B", colors: int = 1) -> list[tuple[int, int]]:
-    """Spatial taps (dy, dx) relative to the centre that a masked kernel can use, in raster order.
+class LiveTaps(NamedTuple):
+    """Where a k x k mask keeps taps, as every convolution path visits them (docs/DESIGN.md §6).
 
-    The centre tap is live unless the mask is A on a single colour (no input group precedes group 0):
-    a 7x7 mask A on grey images has 24 of 49 taps live, a 3x3 mask B has 5 of 9.
-    """
-    c = kernel_size // 2
-    centre = not (mask_type == "A" and colors == 1)
-    return [(dy, dx) for dy in range(-c, 1) for dx in range(-c, c + 1) if dy < 0 or dx < 0 or (dx == 0 and centre)]
+    Rows ``row0..row1`` and columns ``col0..col1`` (inclusive, kernel coordinates; the centre is (k//2, k//2))
+    bound the taps the mask keeps for some channel pair, and the first ``count`` taps of that rectangle in raster
+    order hold them all. With p = k//2: the seed's masks A/B, (p+1) x k with count p*k + p + 1 (the centre row stops
+    at the centre; p*k + p for mask A on one colour, whose centre tap is empty); the gated vertical stack, p x k
+    (``vA``) or (p+1) x k (``vB``), every tap; the horizontal stack, the one row 1 x (p+1) (1 x p for ``hA`` on one
+    colour)."""
+
+    row0: int
+    row1: int
+    col0: int
+    col1: int
+    count: int
+
+    @property
+    def rows(self) -> int:
+        return self.row1 - self.row0 + 1
+
+    @property
+    def cols(self) -> int:
+        return self.col1 - self.col0 + 1
+
+    def offsets(self) -> list[tuple[int, int]]:
+        """The visited taps as (row, col) in kernel coordinates, in raster order."""
+        return [(self.row0 + t // self.cols, self.col0 + t % self.cols) for t in range(self.count)]
+
+
+def live_taps(mask: torch.Tensor) -> LiveTaps:
+    """The ``LiveTaps`` of ``mask`` ``[Cout, Cin, k, k]``, read from its values: call it where the mask is built
+    (``MaskedConv2d`` keeps the result), not per forward (on a GPU the read is a host sync, and compiled graphs
+    cannot read values). A mask that keeps no tap (a 1x1 mask A on one colour) runs as its centre tap, all zeros."""
+    k = mask.shape[-1]
+    live = mask.detach().reshape(-1, k, k).ne(0).any(0).cpu()  # [k, k]
+    if not live.any():
+        return LiveTaps(k // 2, k // 2, k // 2, k // 2, 1)
+    rows, cols = live.any(1).nonzero().flatten(), live.any(0).nonzero().flatten()
+    row0, row1, col0, col1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    in_rectangle = live[row0 : row1 + 1, col0 : col1 + 1].flatten().nonzero().flatten()
+    return LiveTaps(row0, row1, col0, col1, int(in_rectangle[-1]) + 1)
+
+
+def live_rectangle(mask: torch.Tensor) -> tuple[int, int, int, int]:
+    """``(row0, row1, col0, col1)`` of ``live_taps(mask)``: the bounding box of the taps ``mask`` keeps."""
+    return tuple(live_taps(mask)[:4])

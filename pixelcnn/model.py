@@ -14,7 +14,7 @@ from torch import nn
 
 from pixelcnn.config import ModelConfig
 from pixelcnn.hub import HubMixin
-from pixelcnn.masks import conv_mask
+from pixelcnn.masks import conv_mask, live_taps
 from pixelcnn.ops import CONV_IMPLS, masked_conv2d
 from pixelcnn.pixels import LEVELS, to_unit
 
@@ -41,6 +41,8 @@ class MaskedConv2d(nn.Module):
         self.register_buffer(
             "mask", conv_mask(out_channels, in_channels, kernel_size, mask_type, colors, gated_out), persistent=False
         )
+        # where the mask is built: its live rectangle, which every conv path crops to (read once, never per call)
+        self.live = live_taps(self.mask)
         self.impl = "reference"
         self.reset_parameters()
 
@@ -58,7 +60,7 @@ class MaskedConv2d(nn.Module):
         residual: Optional[torch.Tensor] = None,
         relu: bool = False,
     ) -> torch.Tensor:
-        return masked_conv2d(x, self.weight, self.mask, self.bias, cond, residual, relu, self.impl)
+        return masked_conv2d(x, self.weight, self.mask, self.bias, cond, residual, relu, self.impl, self.live)
 
     def extra_repr(self) -> str:
         return (

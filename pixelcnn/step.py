@@ -22,6 +22,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from pixelcnn.masks import live_rectangle
 from pixelcnn.pixels import LEVELS, to_unit
 
 Index = Union[int, torch.Tensor]
@@ -37,15 +38,6 @@ def dense_weight(conv) -> torch.Tensor:
     mask = getattr(conv, "mask", None)
     weight = conv.weight * mask if mask is not None else conv.weight
     return weight[:, :, 0, 0].t().contiguous()
-
-
-def live_rectangle(mask: torch.Tensor) -> tuple[int, int, int, int]:
-    """Bounding box ``(row0, row1, col0, col1)`` (inclusive, kernel coordinates) of the taps a mask keeps."""
-    live = mask.detach().reshape(-1, *mask.shape[-2:]).abs().sum(0) > 0  # [k, k]
-    rows, cols = live.any(1).nonzero().flatten(), live.any(0).nonzero().flatten()
-    if rows.numel() == 0:
-        raise ValueError("a masked conv without any live tap has no cached form")
-    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
 
 
 class SpatialLayer(nn.Module):

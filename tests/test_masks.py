@@ -2,7 +2,7 @@
 
 import pytest
 
-from pixelcnn.masks import conv_mask, live_taps
+from pixelcnn.masks import MASK_TYPES, conv_mask, live_rectangle, live_taps
 
 
 @pytest.mark.parametrize("k", [1, 3, 5, 7])
@@ -27,13 +27,43 @@ def test_mask_matches_rule_tap_by_tap(k, mask_type, colors):
 
 
 def test_live_tap_counts_match_the_issue():
-    assert len(live_taps(7, "A", 1)) == 24 and len(live_taps(3, "B", 1)) == 5 and live_taps(1) == [(0, 0)]
-    for mask_type in "AB":
-        for colors in (1, 3):
-            m = conv_mask(3, 3, 7, mask_type, colors).amax(dim=(0, 1))
-            assert {(y - 3, x - 3) for y in range(7) for x in range(7) if m[y, x]} == set(
-                live_taps(7, mask_type, colors)
-            )
+    assert live_taps(conv_mask(2, 1, 7, "A", 1)).count == 24  # 24 of 49 taps, the centre empty on one colour
+    assert live_taps(conv_mask(2, 1, 3, "B", 1)).count == 5
+    assert live_taps(conv_mask(2, 1, 1, "B", 1)) == (0, 0, 0, 0, 1)
+
+
+# (row0, row1, col0, col1, count) with p = k // 2, written out from docs/DESIGN.md §3 and §6 per mask type
+def expected_live_taps(k, mask_type, colors):
+    p = k // 2
+    centre_empty = mask_type[-1] == "A" and colors == 1
+    if k == 1 and (mask_type == "vA" or centre_empty):
+        return None
+    return {
+        "A": (0, p, 0, k - 1, p * k + p + (not centre_empty)),
+        "B": (0, p, 0, k - 1, p * k + p + 1),
+        "vA": (0, p - 1, 0, k - 1, p * k),
+        "vB": (0, p, 0, k - 1, (p + 1) * k),
+        "hA": (p, p, 0, p - centre_empty, p + (not centre_empty)),
+        "hB": (p, p, 0, p, p + 1),
+    }[mask_type]
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 7])
+@pytest.mark.parametrize("mask_type", MASK_TYPES)
+@pytest.mark.parametrize("colors", [1, 3])
+def test_live_taps_bound_every_kept_tap_as_the_design_says(k, mask_type, colors):
+    gated = mask_type[0] in "vh"
+    m = conv_mask(6, 5, k, mask_type, colors, gated_out=gated)
+    live = live_taps(m)
+    kept = {(y, x) for y in range(k) for x in range(k) if m[:, :, y, x].any()}
+    want = expected_live_taps(k, mask_type, colors)
+    if want is None:  # nothing kept: the zero centre tap
+        assert not kept and live == (k // 2, k // 2, k // 2, k // 2, 1)
+        return
+    assert live == want
+    visited = live.offsets()
+    assert kept <= set(visited) and visited[-1] in kept  # every kept tap visited, none after the last kept one
+    assert live_rectangle(m) == want[:4]
 
 
 def test_mask_a_blocks_the_centre_for_grey_images():

@@ -13,7 +13,7 @@ import os
 import pytest
 import torch
 
-from pixelcnn.masks import conv_mask
+from pixelcnn.masks import conv_mask, live_taps
 from pixelcnn.ops.masked_conv import masked_conv2d
 from pixelcnn.ops.reference import masked_conv2d_reference
 
@@ -43,7 +43,7 @@ def make_inputs(
     return dict(
         x=r(n, cin, h, w),
         weight=r(cout, cin, k, k, scale=0.3),
-        mask=conv_mask(cout, cin, k, mask_type, colors).to(device, dtype),
+        mask=conv_mask(cout, cin, k, mask_type, colors, gated_out=mask_type[0] == "h").to(device, dtype),
         bias=r(cout) if bias else None,
         cond=r(n, cout) if cond else None,
         residual=r(n, cout, h, w) if residual else None,
@@ -122,6 +122,11 @@ CASES = [  # (n, cin, cout, h, w, k, mask, colors, bias, cond, residual, relu)
     (2, 6, 8, 7, 5, 3, "vB", 3, True, True, True, False),
     (2, 17, 6, 5, 6, 3, "hB", 3, False, True, True, True),
     (1, 5, 7, 6, 6, 5, "vB", 1, True, False, False, True),
+    # the gated layer shapes past the first: hidden channels on the per-tap path (vA's p rows, hA/hB's one row)
+    (2, 16, 8, 5, 6, 5, "vA", 1, True, True, True, False),
+    (1, 18, 8, 4, 7, 5, "hB", 1, True, True, True, False),
+    (1, 16, 10, 4, 5, 3, "hA", 3, False, False, True, False),
+    (2, 3, 8, 4, 5, 5, "hA", 3, True, False, False, False),  # folded, 1 x 3 on colours
 ]
 
 
@@ -206,12 +211,12 @@ def test_fake_kernels_return_the_real_kernels_strides(layout):
     if layout == "channels_last":
         inp["x"] = inp["x"].contiguous(memory_format=torch.channels_last)
     x, w, m, b, c, r = (inp[k] for k in ("x", "weight", "mask", "bias", "cond", "residual"))
-    ops = torch.ops.pixelcnn
+    ops, live = torch.ops.pixelcnn, list(live_taps(m))
     calls = [
-        (ops.masked_conv2d, (x, w, m, b, c, r, True)),
-        (ops.masked_conv2d_grad_input, (r, w, m)),
-        (ops.masked_conv2d_grad_weight, (r, x, w, m)),
-        (ops.masked_conv2d, (x[:, :1], w[:, :1], m[:, :1], b, None, None, False)),
+        (ops.masked_conv2d, (x, w, m, b, c, r, True, live)),
+        (ops.masked_conv2d_grad_input, (r, w, m, live)),
+        (ops.masked_conv2d_grad_weight, (r, x, w, m, live)),
+        (ops.masked_conv2d, (x[:, :1], w[:, :1], m[:, :1], b, None, None, False, live)),
     ]  # folded first layer
     for op, args in calls:
         real = op(*args)
@@ -225,11 +230,11 @@ def test_opcheck_masked_conv_ops():
     inp = make_inputs(1, 4, 4, 3, 3, 3, "B", 1, True, True, True)
     x, w, m, b, c, r = (inp[k] for k in ("x", "weight", "mask", "bias", "cond", "residual"))
     leaf = lambda t: t.clone().requires_grad_(True)
-    ops = torch.ops.pixelcnn
-    torch.library.opcheck(ops.masked_conv2d.default, (leaf(x), leaf(w), m, leaf(b), leaf(c), leaf(r), True))
-    torch.library.opcheck(ops.masked_conv2d.default, (x, leaf(w), m, None, None, None, False))
-    torch.library.opcheck(ops.masked_conv2d_grad_input.default, (r, w, m))
-    torch.library.opcheck(ops.masked_conv2d_grad_weight.default, (r, x, w, m))
+    ops, live = torch.ops.pixelcnn, list(live_taps(m))
+    torch.library.opcheck(ops.masked_conv2d.default, (leaf(x), leaf(w), m, leaf(b), leaf(c), leaf(r), True, live))
+    torch.library.opcheck(ops.masked_conv2d.default, (x, leaf(w), m, None, None, None, False, live))
+    torch.library.opcheck(ops.masked_conv2d_grad_input.default, (r, w, m, live))
+    torch.library.opcheck(ops.masked_conv2d_grad_weight.default, (r, x, w, m, live))
 
 
 def test_autocast_runs_the_op_in_bfloat16_with_fp32_weight_gradients():
@@ -306,34 +311,25 @@ def test_every_autotune_config_matches_reference(kind, index):
             assert_within_bound(gw, ws.grad, w64.grad, "grad_weight")
 
 
-def test_live_taps_are_a_raster_prefix_known_from_the_kernel_size():
-    """Every tap past live_tap_count(k) in raster order is zero in every mask, and the count is exact for mask B
-    and for mask A on colours (mask A on one colour adds only the all-zero centre)."""
-    from pixelcnn.masks import live_taps
-    from pixelcnn.ops.triton_masked_conv import live_tap_count
+@pytest.mark.parametrize("mask_type", ["A", "B", "vA", "vB", "hA", "hB"])
+def test_kernel_visits_the_live_rectangle_taps_only(mask_type, monkeypatch):
+    """The forward and grad_input kernels reduce over the mask's live taps and no others (a 5x5 horizontal layer: 3
+    taps, one row; vertical: 10 or 15; the seed's: 13), and the packed weight holds exactly W*M at those taps."""
+    import pixelcnn.ops.triton_masked_conv as tmc
 
-    for k in (1, 3, 5, 7):
-        for mask_type in ("A", "B"):
-            for colors in (1, 3):
-                m = conv_mask(6, 6, k, mask_type, colors).flatten(2)  # [Cout, Cin, k*k] in raster order
-                n = live_tap_count(k)
-                assert torch.all(m[:, :, n:] == 0)
-                assert len(live_taps(k, mask_type, colors)) == n - (mask_type == "A" and colors == 1)
-                assert live_tap_count(k, conv_mask(6, 6, k, mask_type, 3)) == n
-
-
-def test_gated_masks_live_tap_prefix_is_read_from_the_mask():
-    """The gated stacks' masks: vertical ones are whole-row prefixes (p x k, (p+1) x k), horizontal ones end at the
-    centre; nothing live lies past the count."""
-    from pixelcnn.ops.triton_masked_conv import live_tap_count
-
-    for k in (3, 5, 7):
-        p = k // 2
-        want = {"vA": p * k, "vB": (p + 1) * k, "hA": p * k + p + 1, "hB": p * k + p + 1}
-        for mask_type, n in want.items():
-            m = conv_mask(8, 6, k, mask_type, 3, gated_out=True)
-            assert live_tap_count(k, m) == n, mask_type
-            assert torch.all(m.flatten(2)[:, :, n:] == 0) and torch.any(m.flatten(2)[:, :, n - 1] != 0)
+    k, p, cin = 5, 2, 16
+    want = {"A": p * k + p + 1, "B": p * k + p + 1, "vA": p * k, "vB": (p + 1) * k, "hA": p + 1, "hB": p + 1}
+    inp = make_inputs(1, cin, 8, 4, 5, k, mask_type, 3, True, False, False)
+    live = live_taps(inp["mask"])
+    wm = inp["weight"] * inp["mask"]
+    packed = tmc.pack_weight_taps(inp["weight"], inp["mask"], live).view(-1, cin, 8)
+    assert torch.equal(packed, torch.stack([wm[:, :, i, j].t() for i, j in live.offsets()]))
+    taps, real = [], tmc._launch_conv
+    monkeypatch.setattr(
+        tmc, "_launch_conv", lambda x, wpk, *a, **kw: taps.append(wpk.shape[0] // x.shape[1]) or real(x, wpk, *a, **kw)
+    )
+    check_against_ref64(inp, relu=False)
+    assert taps == [want[mask_type]] * 2  # forward and grad_input
 
 
 def test_precision_follows_torch_settings():

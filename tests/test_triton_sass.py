@@ -80,3 +80,41 @@ def test_no_autotune_config_spills(tmp_path):
     assert len(rows) == expected and expected >= len(tmc.CONFIGS) + len(tmc.WGRAD_CONFIGS) - 2
     for row in rows:
         assert_fast_kernel(row)
+
+
+# the gated stacks' layers: the horizontal one with the link's residual in its epilogue, the folded first layers
+GATED_SUBSET = [
+    "forward:3x3hB-h40:tf32:90",
+    "forward:3x3vB-h128:bf16:90",
+    "grad_input:3x3hB-h128:fp16:80",
+    "grad_weight:3x3hB-h128:bf16:90",
+    "forward:7x7hA-C1:bf16:80",
+    "grad_weight:7x7vA-C1:bf16:90",
+]
+
+
+def test_gated_layers_compile_to_tensor_cores_without_spills(tmp_path):
+    assert ts.main(["--case", *GATED_SUBSET, "--json", str(tmp_path / "g.json")]) == 0
+    rows = json.loads((tmp_path / "g.json").read_text())
+    assert [f"{r['kernel']}:{r['shape']}:{r['dtype']}:{r['arch']}" for r in rows] == GATED_SUBSET
+    for row in rows:
+        where = f"{row['kernel']} {row['shape']} {row['dtype']} sm_{row['arch']} {row['config']}"
+        assert row["spill_bytes"] == 0 and row["local_ops"] == 0, f"{where}: spills ({row})"
+        assert 0 < row["shared"] <= ts.SMEM_LIMIT[row["arch"]], f"{where}: shared memory {row['shared']}"
+        assert row["hgmma"] + row["hmma"] > 0, f"{where}: no tensor-core instruction"
+        # a horizontal layer's loop has 2 (tap, K-chunk) steps, all in the pipeline's prologue: vector loads are
+        # counted over the whole kernel
+        assert row["vector_loads"] > 0 and row["loop_scalar16_loads"] == 0, f"{where}: scalar loads ({row})"
+    live = {layer.name: layer.taps for layer in ts.GATED_LAYERS}
+    assert live["3x3hB-h40"] == 2 and live["3x3vB-h40"] == 6 and live["7x7vA-C1"] == 21  # 1 x 2, 2 x 3, 3 x 7
+
+
+def test_no_residual_epilogue_config_spills(tmp_path):
+    """Every config the autotuner may pick for the gated horizontal layer (residual epilogue) in TF32 on sm_90, the
+    most registers (fp32 accumulator, wgmma), compiles without spills: the wide fp32 tiles are pruned there."""
+    argv = ["--kernel", "forward", "--shape", "3x3hB-h128", "--dtype", "tf32", "--arch", "90", "--configs", "all"]
+    assert ts.main([*argv, "--json", str(tmp_path / "r.json")]) == 0
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert len(rows) >= 3
+    for row in rows:
+        assert row["spill_bytes"] == 0 and row["local_ops"] == 0, row

@@ -26,6 +26,7 @@ from typing import Optional
 
 import torch
 
+from pixelcnn.masks import LiveTaps, live_taps
 from pixelcnn.ops.reference import (
     cropped_conv2d_grad_input,
     cropped_conv2d_grad_weight,
@@ -65,64 +66,70 @@ def _masked_conv2d_op(
     cond: Optional[torch.Tensor],
     residual: Optional[torch.Tensor],
     relu: bool,
+    live: list[int],
 ) -> torch.Tensor:
     if _use_triton_kernel(x):
         from pixelcnn.ops.triton_masked_conv import masked_conv2d_forward  # imports triton: only when used
 
-        return masked_conv2d_forward(x, weight, mask, bias, cond, residual, relu)
+        return masked_conv2d_forward(x, weight, mask, bias, cond, residual, relu, LiveTaps(*live))
     return _as_channels_last(masked_conv2d_reference(x, weight, mask, bias, cond, residual, relu))
 
 
 @_masked_conv2d_op.register_fake
-def _(x, weight, mask, bias, cond, residual, relu):
+def _(x, weight, mask, bias, cond, residual, relu, live):
     n, _, h, w = x.shape
     return _empty_channels_last((n, weight.shape[0], h, w), x)
 
 
-def _grad_input_fake(grad, weight, mask):
+def _grad_input_fake(grad, weight, mask, live):
     n, _, h, w = grad.shape
     return _empty_channels_last((n, weight.shape[1], h, w), grad)
 
 
-def _grad_weight_fake(grad, x, weight, mask):
+def _grad_weight_fake(grad, x, weight, mask, live):
     return torch.empty_like(weight, memory_format=torch.contiguous_format)
 
 
 # The gradients as GEMMs (pixelcnn/ops/reference.py): the default path's CPU backward (see ``_CroppedConvCPU``), as
 # ops of their own so that torch.compile calls them as they are (inductor's code for the padding and slicing inside
-# them ran slower than eager's), and the Triton op's grad ops below on tensors its kernels do not take.
+# them ran slower than eager's), and the Triton op's grad ops below on tensors its kernels do not take. ``live``: the
+# mask's ``LiveTaps`` as 5 ints (known where the mask is built; ops take no NamedTuple).
 @torch.library.custom_op("pixelcnn::cropped_conv2d_grad_input", mutates_args=())
-def _cropped_grad_input_op(grad: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _cropped_grad_input_op(
+    grad: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, live: list[int]
+) -> torch.Tensor:
     """Gradient of ``conv(x, W*M)`` w.r.t. x (channels-last) from the gradient before the ReLU."""
-    return _as_channels_last(cropped_conv2d_grad_input(grad, weight, mask))
+    return _as_channels_last(cropped_conv2d_grad_input(grad, weight, mask, LiveTaps(*live)))
 
 
 @torch.library.custom_op("pixelcnn::cropped_conv2d_grad_weight", mutates_args=())
 def _cropped_grad_weight_op(
-    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, live: list[int]
 ) -> torch.Tensor:
     """Gradient of ``conv(x, W*M)`` w.r.t. W (contiguous, W's dtype, exactly 0 on masked taps)."""
-    return cropped_conv2d_grad_weight(grad, x, weight, mask).to(weight.dtype).contiguous()
+    return cropped_conv2d_grad_weight(grad, x, weight, mask, LiveTaps(*live)).to(weight.dtype).contiguous()
 
 
 @torch.library.custom_op("pixelcnn::masked_conv2d_grad_input", mutates_args=())
-def _grad_input_op(grad_pre: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _grad_input_op(grad_pre: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, live: list[int]) -> torch.Tensor:
     """The Triton op's ``_cropped_grad_input_op``: its kernel on CUDA (or under TRITON_INTERPRET=1)."""
     if _use_triton_kernel(grad_pre):
         from pixelcnn.ops.triton_masked_conv import masked_conv2d_grad_input
 
-        return masked_conv2d_grad_input(grad_pre, weight, mask)
-    return _cropped_grad_input_op(grad_pre, weight, mask)
+        return masked_conv2d_grad_input(grad_pre, weight, mask, LiveTaps(*live))
+    return _cropped_grad_input_op(grad_pre, weight, mask, live)
 
 
 @torch.library.custom_op("pixelcnn::masked_conv2d_grad_weight", mutates_args=())
-def _grad_weight_op(grad_pre: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _grad_weight_op(
+    grad_pre: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, live: list[int]
+) -> torch.Tensor:
     """The Triton op's ``_cropped_grad_weight_op``: its kernel on CUDA (or under TRITON_INTERPRET=1)."""
     if _use_triton_kernel(x):
         from pixelcnn.ops.triton_masked_conv import masked_conv2d_grad_weight
 
-        return masked_conv2d_grad_weight(grad_pre, x, weight, mask)
-    return _cropped_grad_weight_op(grad_pre, x, weight, mask)
+        return masked_conv2d_grad_weight(grad_pre, x, weight, mask, LiveTaps(*live))
+    return _cropped_grad_weight_op(grad_pre, x, weight, mask, live)
 
 
 for _op in (_cropped_grad_input_op, _grad_input_op):
@@ -132,21 +139,21 @@ for _op in (_cropped_grad_weight_op, _grad_weight_op):
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, mask, bias, cond, residual, relu = inputs
+    x, weight, mask, bias, cond, residual, relu, live = inputs
     ctx.save_for_backward(x, weight, mask, output if relu else None)
-    ctx.relu = relu
+    ctx.relu, ctx.live = relu, live
 
 
 def _backward(ctx, grad_out):
     x, weight, mask, out = ctx.saved_tensors
-    need_x, need_w, _, need_bias, need_cond, need_res, _ = ctx.needs_input_grad
+    need_x, need_w, _, need_bias, need_cond, need_res, _, _ = ctx.needs_input_grad
     grad_pre = torch.where(out > 0, grad_out, 0) if ctx.relu else grad_out
-    gx = _grad_input_op(grad_pre, weight, mask) if need_x else None
-    gw = _grad_weight_op(grad_pre, x, weight, mask) if need_w else None
+    gx = _grad_input_op(grad_pre, weight, mask, ctx.live) if need_x else None
+    gw = _grad_weight_op(grad_pre, x, weight, mask, ctx.live) if need_w else None
     g_bias = grad_pre.sum(dim=(0, 2, 3)).to(weight.dtype) if need_bias else None
     g_cond = grad_pre.sum(dim=(2, 3)) if need_cond else None
     g_res = grad_pre if need_res else None
-    return gx, gw, None, g_bias, g_cond, g_res, None
+    return gx, gw, None, g_bias, g_cond, g_res, None, None
 
 
 _masked_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
@@ -183,22 +190,23 @@ class _CroppedConvCPU(torch.autograd.Function):
     inside them was slower than eager's)."""
 
     @staticmethod
-    def forward(x, weight, mask, bias):
-        return masked_conv2d_cropped(x, weight, mask, bias)
+    def forward(x, weight, mask, bias, live):
+        return masked_conv2d_cropped(x, weight, mask, bias, live=LiveTaps(*live))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, mask, _ = inputs
+        x, weight, mask, _, live = inputs
         ctx.save_for_backward(x, weight, mask)
+        ctx.live = live
 
     @staticmethod
     def backward(ctx, grad):
         x, weight, mask = ctx.saved_tensors
-        need_x, need_w, _, need_bias = ctx.needs_input_grad
-        gx = _cropped_grad_input_op(grad, weight, mask) if need_x else None
-        gw = _cropped_grad_weight_op(grad, x, weight, mask) if need_w else None
+        need_x, need_w, _, need_bias, _ = ctx.needs_input_grad
+        gx = _cropped_grad_input_op(grad, weight, mask, ctx.live) if need_x else None
+        gw = _cropped_grad_weight_op(grad, x, weight, mask, ctx.live) if need_w else None
         g_bias = grad.sum(dim=(0, 2, 3)) if need_bias else None
-        return gx, gw, None, g_bias
+        return gx, gw, None, g_bias, None
 
 
 def masked_conv2d(
@@ -210,14 +218,19 @@ def masked_conv2d(
     residual: Optional[torch.Tensor] = None,
     relu: bool = False,
     impl: str = "reference",
+    live: Optional[LiveTaps] = None,
 ) -> torch.Tensor:
-    """Masked convolution with fused epilogue through the chosen implementation (see module docstring)."""
+    """Masked convolution with fused epilogue through the chosen implementation (see module docstring).
+
+    ``live``: the mask's ``pixelcnn.masks.LiveTaps``, as ``MaskedConv2d`` keeps it from where it built the mask;
+    without it, it is read from the mask's values (a host sync, and a graph break under torch.compile)."""
+    live = live_taps(mask) if live is None else LiveTaps(*live)
     if impl == "reference":
         if _gemm_backward_pays(x, weight):
-            return epilogue(_CroppedConvCPU.apply(x, weight, mask, bias), cond, residual, relu)
-        return masked_conv2d_cropped(x, weight, mask, bias, cond, residual, relu)
+            return epilogue(_CroppedConvCPU.apply(x, weight, mask, bias, list(live)), cond, residual, relu)
+        return masked_conv2d_cropped(x, weight, mask, bias, cond, residual, relu, live)
     if impl == "triton":
-        return _masked_conv2d_op(x, weight, mask, bias, cond, residual, relu)
+        return _masked_conv2d_op(x, weight, mask, bias, cond, residual, relu, list(live))
     raise ValueError(f"unknown conv implementation {impl!r}; expected one of {CONV_IMPLS}")
 
 

@@ -2,9 +2,11 @@
 
 Implicit GEMM over output tiles ``[BLOCK_M pixels (n, h, w)] x [BLOCK_N output channels]``. Activations are
 channels-last, so one tap's slice of ``BLOCK_K`` input channels is one contiguous vector load per pixel. A masked
-k x k kernel is live only on a prefix of its taps in raster order (the rows above the centre, then the centre row up
-to and including the centre), so the reduction is ONE software-pipelined loop over the flattened range
-(live tap, K-chunk), with no dead tap ever visited. The centre tap's colour-group mask lives in the packed weight
+k x k kernel keeps taps only on a raster prefix of its live rectangle (``pixelcnn.masks.LiveTaps``: the seed's masks,
+the rows above the centre then the centre row up to the centre; the gated vertical stack, whole rows; the horizontal
+stack, the centre row's left half and centre), so the reduction is ONE software-pipelined loop over the flattened
+range (live tap, K-chunk), with no tap outside that prefix ever visited; the rectangle's origin and width are
+constexprs. The centre tap's colour-group mask lives in the packed weight
 ``(W*M)[taps * Cin, Cout]``. When ``Cin`` is below 16 (the first layer: C = 1 or 3) the launcher folds the live
 taps into channels on the host (``fold_live_taps``: a channels-last ``[N, taps * C padded to 16, H, W]`` copy of the
 small image) and runs a 1x1 GEMM, so a 7x7 mask A on RGB is one K = 80 reduction instead of 25 padded ones.
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from pixelcnn.masks import LiveTaps, live_taps
 from pixelcnn.ops.precision import conv_fp32_precision
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -35,24 +38,15 @@ FOLD_BELOW = 16  # input channels below which the live taps fold into channels (
 INT32_MAX = 2**31 - 1
 
 
-def live_tap_count(kernel_size: int, mask: Optional[torch.Tensor] = None) -> int:
-    """Taps of a masked k x k kernel the kernel visits: a prefix of the taps in raster order.
+def seed_live_taps(kernel_size: int) -> LiveTaps:
+    """The seed's mask B: rows above the centre and the centre row up to the centre, ``(k//2)*k + k//2 + 1`` taps
+    (mask A on several colours too; on one colour its centre tap is empty, one fewer)."""
+    p = kernel_size // 2
+    return LiveTaps(0, p, 0, kernel_size - 1, p * kernel_size + p + 1)
 
-    Without ``mask``: the seed's masks A/B, the rows above the centre and the centre row up to the centre, the first
-    ``(k//2)*k + k//2 + 1`` taps (the centre counted even for mask A on one colour, where its weights are all zero:
-    it costs nothing once K is padded to a block). With ``mask``: up to its last live tap, so the gated stacks'
-    masks are served too (vertical: the whole rows it keeps, one p x k or (p+1) x k prefix; horizontal: the seed's
-    prefix, whose rows above are dead weights). The mask is read once per mask tensor (a host sync) and the count
-    kept on it: masks are buffers that are never written (docs/DESIGN.md §3)."""
-    if mask is None:
-        p = kernel_size // 2
-        return p * kernel_size + p + 1
-    taps = getattr(mask, "_pixelcnn_live_taps", None)
-    if taps is None:
-        live = mask.detach().ne(0).flatten(2).any(1).any(0).nonzero()
-        taps = int(live.max()) + 1 if live.numel() else 1
-        mask._pixelcnn_live_taps = taps
-    return taps
+
+# the folded first layer: one 1x1 tap over the taps folded into channels
+ONE_TAP = LiveTaps(0, 0, 0, 0, 1)
 
 
 def fp32_precision() -> str:
@@ -102,6 +96,9 @@ def _conv_kernel(
     scn,
     scc,
     KSIZE: tl.constexpr,
+    R0: tl.constexpr,
+    C0: tl.constexpr,
+    RW: tl.constexpr,
     FLIP: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_COND: tl.constexpr,
@@ -116,7 +113,8 @@ def _conv_kernel(
 ):
     """out[p, :] = act(sum over live taps t of x[p + d_t, :] @ Wp[t] + epilogue); FLIP uses p - d_t (grad_input).
 
-    ``w_ptr`` is the packed weight ``[TAPS * CIN, COUT]`` (row ``t * CIN + ci``)."""
+    ``w_ptr`` is the packed weight ``[TAPS * CIN, COUT]`` (row ``t * CIN + ci``); tap t is (R0 + t // RW, C0 + t % RW)
+    in kernel coordinates (the live rectangle at (R0, C0), RW wide)."""
     P: tl.constexpr = KSIZE // 2
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -137,8 +135,8 @@ def _conv_kernel(
     for i in range(0, TAPS * KCH):  # one pipelined loop over (live tap, K-chunk)
         t = i // KCH
         k0 = (i - t * KCH) * BLOCK_K
-        dy = t // KSIZE - P
-        dx = t % KSIZE - P
+        dy = R0 + t // RW - P
+        dx = C0 + t % RW - P
         if FLIP:
             dy = -dy
             dx = -dx
@@ -199,6 +197,9 @@ def _wgrad_kernel(
     sgh,
     sgw,
     KSIZE: tl.constexpr,
+    R0: tl.constexpr,
+    C0: tl.constexpr,
+    RW: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     I64: tl.constexpr,
@@ -221,8 +222,8 @@ def _wgrad_kernel(
     c = (pid_k % KCH) * BLOCK_K + tl.arange(0, BLOCK_K)
     mask_k = c < CIN
     kk = t * CIN + c
-    dy = t // KSIZE - P
-    dx = t % KSIZE - P
+    dy = R0 + t // RW - P
+    dx = C0 + t % RW - P
     acc = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
     for m0 in range(m_start, m_end, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
@@ -300,9 +301,15 @@ def _pow2_at_least_16(n: int) -> int:
     return max(16, triton.next_power_of_2(max(1, int(n))))
 
 
-def prune_configs(configs, m: int, k: int, n: int, element_size: int, wgrad: bool = False):
+# fp32 accumulator tiles wider than this spill in a residual epilogue (benchmarks.triton_sass, TF32 on sm_90, the gated
+# horizontal layers: 128 x 128 and 64 x 128 reach 255 registers and spill 16-48 bytes; 128 x 64 does not)
+RESIDUAL_FP32_MAX_BLOCK_N = 64
+
+
+def prune_configs(configs, m: int, k: int, n: int, element_size: int, wgrad: bool = False, residual: bool = False):
     """Configs whose tiles fit the problem (no block beyond the next power of two of its extent) and whose pipeline
-    fits shared memory at this dtype; never empty (the smallest config stays)."""
+    fits shared memory at this dtype, without the fp32 tiles a residual epilogue spills from; never empty (the
+    smallest config stays)."""
     # grad_weight's output rows are BLOCK_K (taps x channels): below 64 rows sm_90 has no wgmma (its M is 64 per
     # warpgroup) and Triton falls back to mma.sync (the folded first layer, 7x7A-C1: 25 rows); rows past k are masked
     k_cap = max(_pow2_at_least_16(k), WGMMA_MIN_M) if wgrad else _pow2_at_least_16(k)
@@ -313,6 +320,7 @@ def prune_configs(configs, m: int, k: int, n: int, element_size: int, wgrad: boo
         and c.kwargs["BLOCK_N"] <= _pow2_at_least_16(n)
         and c.kwargs["BLOCK_K"] <= k_cap
         and smem_bytes(c.kwargs, element_size, c.num_stages, wgrad) <= SMEM_BUDGET
+        and not (residual and element_size == 4 and c.kwargs["BLOCK_N"] > RESIDUAL_FP32_MAX_BLOCK_N)
     ]
     if not keep:
         keep = [min(configs, key=lambda c: smem_bytes(c.kwargs, element_size, c.num_stages, wgrad))]
@@ -321,7 +329,8 @@ def prune_configs(configs, m: int, k: int, n: int, element_size: int, wgrad: boo
 
 def _prune_conv(configs, named_args, **kwargs):
     a = named_args
-    return prune_configs(configs, a["M"], a["CIN"], a["COUT"], a["x_ptr"].element_size())
+    residual = bool(kwargs.get("HAS_RES"))
+    return prune_configs(configs, a["M"], a["CIN"], a["COUT"], a["x_ptr"].element_size(), residual=residual)
 
 
 def _prune_wgrad(configs, named_args, **kwargs):
@@ -330,22 +339,24 @@ def _prune_wgrad(configs, named_args, **kwargs):
 
 
 _KEY = ["CIN", "COUT", "TAPS", "H", "W"]
-_conv_tuned = triton.autotune(CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune_conv})(_conv_kernel)
+_conv_tuned = triton.autotune(CONFIGS, key=_KEY + ["HAS_RES"], prune_configs_by={"early_config_prune": _prune_conv})(
+    _conv_kernel
+)
 _wgrad_tuned = triton.autotune(
     WGRAD_CONFIGS, key=_KEY + ["M_PER_SPLIT"], prune_configs_by={"early_config_prune": _prune_wgrad}
 )(_wgrad_kernel)
 
 
 # --- launchers -------------------------------------------------------------------------------------------------
-def pack_weight_taps(weight: torch.Tensor, mask: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+def pack_weight_taps(weight: torch.Tensor, mask: torch.Tensor, live: LiveTaps, transpose: bool = False) -> torch.Tensor:
     """(W*M) ``[Cout, Cin, k, k]`` -> the live taps' weights ``[taps * Cin, Cout]`` (row ``t * Cin + ci``, tap ``t``
-    in raster order); ``transpose``: ``[taps * Cout, Cin]``, the weight grad_input multiplies by."""
-    cout, cin, k, _ = weight.shape
-    taps = live_tap_count(k, mask)
-    wm = (weight * mask).permute(2, 3, 1, 0).reshape(k * k, cin, cout)[:taps]
+    of ``live`` in raster order); ``transpose``: ``[taps * Cout, Cin]``, the weight grad_input multiplies by."""
+    cout, cin = weight.shape[:2]
+    rows, cols = slice(live.row0, live.row1 + 1), slice(live.col0, live.col1 + 1)
+    wm = (weight[:, :, rows, cols] * mask[:, :, rows, cols]).permute(2, 3, 1, 0).reshape(-1, cin, cout)[: live.count]
     if transpose:
-        return wm.transpose(1, 2).reshape(taps * cout, cin).contiguous()
-    return wm.reshape(taps * cin, cout).contiguous()
+        return wm.transpose(1, 2).reshape(live.count * cout, cin).contiguous()
+    return wm.reshape(live.count * cin, cout).contiguous()
 
 
 def folds_taps(cin: int, k: int) -> bool:
@@ -353,15 +364,16 @@ def folds_taps(cin: int, k: int) -> bool:
     return cin < FOLD_BELOW and k > 1
 
 
-def fold_live_taps(x: torch.Tensor, k: int, taps: Optional[int] = None) -> torch.Tensor:
+def fold_live_taps(x: torch.Tensor, k: int, live: Optional[LiveTaps] = None) -> torch.Tensor:
     """``[N, C, H, W]`` -> channels-last ``[N, Kp, H, W]``: channel ``t * C + c`` is input channel c shifted by live
     tap t (zero outside the image), then zero channels up to Kp, a multiple of 16 (aligned vector loads). A 1x1
-    conv of it with the packed weight is the k x k masked conv."""
+    conv of it with the packed weight is the k x k masked conv. ``live`` defaults to the seed's mask B."""
     n, c, h, w = x.shape
-    p, taps = k // 2, taps or live_tap_count(k)
+    p, live = k // 2, live or seed_live_taps(k)
+    taps = live.count
     kp = triton.cdiv(taps * c, 16) * 16
     xp = F.pad(x, (p, p, p, 0))  # live taps reach rows above and columns either side, never rows below
-    cols = [xp[:, :, ky : ky + h, kx : kx + w] for ky, kx in (divmod(t, k) for t in range(taps))]
+    cols = [xp[:, :, ky : ky + h, kx : kx + w] for ky, kx in live.offsets()]
     if kp > taps * c:
         cols.append(x.new_zeros((n, kp - taps * c, h, w)))
     out = empty_channels_last((n, kp, h, w), x)
@@ -404,8 +416,9 @@ def _config_launch_args(config: dict) -> dict:
     return out
 
 
-def _launch_conv(x, wpk, cout, ksize, flip, bias, cond, residual, relu, config=None):
-    """x channels-last ``[N, Cin, H, W]``; ``wpk`` ``[taps * Cin, Cout]`` in x's dtype -> channels-last output."""
+def _launch_conv(x, wpk, cout, ksize, live, flip, bias, cond, residual, relu, config=None):
+    """x channels-last ``[N, Cin, H, W]``; ``wpk`` ``[taps * Cin, Cout]`` in x's dtype (the taps of ``live``) ->
+    channels-last output."""
     n, cin, h, w = x.shape
     taps = wpk.shape[0] // cin  # the packed weight holds taps * (its input channels) rows
     _check_weight_size(wpk.numel())
@@ -433,6 +446,9 @@ def _launch_conv(x, wpk, cout, ksize, flip, bias, cond, residual, relu, config=N
     )
     flags = dict(
         KSIZE=ksize,
+        R0=live.row0,
+        C0=live.col0,
+        RW=live.cols,
         FLIP=flip,
         HAS_BIAS=bias is not None,
         HAS_COND=cond is not None,
@@ -461,25 +477,33 @@ def masked_conv2d_forward(
     cond: Optional[torch.Tensor],
     residual: Optional[torch.Tensor],
     relu: bool,
+    live: Optional[LiveTaps] = None,
     config: Optional[dict] = None,
 ) -> torch.Tensor:
-    """``act(conv(x, W*M) + bias + cond + residual)``, channels-last, in x's dtype (shapes as in ``masked_conv``)."""
+    """``act(conv(x, W*M) + bias + cond + residual)``, channels-last, in x's dtype (shapes as in ``masked_conv``);
+    ``live``: the mask's ``LiveTaps`` (read from the mask when not given: a host sync)."""
     cout, cin, k, _ = weight.shape
-    wpk = pack_weight_taps(weight, mask).to(x.dtype)
+    live = live or live_taps(mask)
+    wpk = pack_weight_taps(weight, mask, live).to(x.dtype)
     if folds_taps(cin, k):
-        xf = fold_live_taps(x, k, live_tap_count(k, mask))
+        xf = fold_live_taps(x, k, live)
         wpk = F.pad(wpk, (0, 0, 0, xf.shape[1] - wpk.shape[0]))
-        return _launch_conv(xf, wpk, cout, 1, False, bias, cond, residual, relu, config)
-    return _launch_conv(channels_last(x), wpk, cout, k, False, bias, cond, residual, relu, config)
+        return _launch_conv(xf, wpk, cout, 1, ONE_TAP, False, bias, cond, residual, relu, config)
+    return _launch_conv(channels_last(x), wpk, cout, k, live, False, bias, cond, residual, relu, config)
 
 
 def masked_conv2d_grad_input(
-    grad_pre: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, config: Optional[dict] = None
+    grad_pre: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    live: Optional[LiveTaps] = None,
+    config: Optional[dict] = None,
 ) -> torch.Tensor:
     """d conv(x, W*M) / dx given the pre-activation gradient ``[N, Cout, H, W]``: channels-last ``[N, Cin, H, W]``."""
-    wpk_t = pack_weight_taps(weight, mask, transpose=True).to(grad_pre.dtype)
+    live = live or live_taps(mask)
+    wpk_t = pack_weight_taps(weight, mask, live, transpose=True).to(grad_pre.dtype)
     return _launch_conv(
-        channels_last(grad_pre), wpk_t, weight.shape[1], weight.shape[-1], True, None, None, None, False, config
+        channels_last(grad_pre), wpk_t, weight.shape[1], weight.shape[-1], live, True, None, None, None, False, config
     )
 
 
@@ -498,28 +522,45 @@ def wgrad_splits(m: int, taps: int, cin: int, cout: int, sms: int) -> tuple[int,
 
 
 def masked_conv2d_grad_weight(
-    grad_pre: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, config: Optional[dict] = None
+    grad_pre: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    live: Optional[LiveTaps] = None,
+    config: Optional[dict] = None,
 ) -> torch.Tensor:
     """d conv(x, W*M) / dW given the pre-activation gradient: ``[Cout, Cin, k, k]`` in W's dtype, 0 on masked taps."""
     cout, cin, k, _ = weight.shape
-    taps = live_tap_count(k, mask)
+    live = live or live_taps(mask)
+    taps = live.count
     g = channels_last(grad_pre.to(x.dtype))
     if folds_taps(cin, k):  # the first layer: one (taps x Cin) x Cout GEMM over the folded input
-        xk, kk, tk = fold_live_taps(x, k, taps), 1, 1
+        xk, kk, lk = fold_live_taps(x, k, live), 1, ONE_TAP
     else:
-        xk, kk, tk = channels_last(x), k, taps
+        xk, kk, lk = channels_last(x), k, live
+    tk = lk.count
     n, ck, h, w = xk.shape
     _check_weight_size(tk * ck * cout)
     splits, per = wgrad_splits(n * h * w, tk, ck, cout, sm_count(x.device))
     part = torch.empty((splits, tk * ck, cout), device=x.device, dtype=torch.float32)
     args = (xk, g, part, n * h * w, h, w, ck, cout, tk, per, *xk.stride(), *g.stride())
-    flags = dict(KSIZE=kk, PRECISION=dot_precision(xk), UPCAST=_upcast(x.dtype), I64=_needs_i64(xk, g, part))
+    flags = dict(
+        KSIZE=kk,
+        R0=lk.row0,
+        C0=lk.col0,
+        RW=lk.cols,
+        PRECISION=dot_precision(xk),
+        UPCAST=_upcast(x.dtype),
+        I64=_needs_i64(xk, g, part),
+    )
     grid = lambda meta: (tk * triton.cdiv(ck, meta["BLOCK_K"]), triton.cdiv(cout, meta["BLOCK_N"]), splits)
     config = _fixed_config(config)
     if config is None:
         _wgrad_tuned[grid](*args, **flags)
     else:
         _wgrad_kernel[grid(config)](*args, **flags, **_config_launch_args(config))
-    full = torch.zeros((k * k, cin, cout), device=x.device, dtype=torch.float32)
-    full[:taps] = part.sum(0)[: taps * cin].view(taps, cin, cout)
-    return (full.view(k, k, cin, cout).permute(3, 2, 0, 1) * mask).to(weight.dtype).contiguous()
+    rect = torch.zeros((live.rows * live.cols, cin, cout), device=x.device, dtype=torch.float32)
+    rect[:taps] = part.sum(0)[: taps * cin].view(taps, cin, cout)
+    full = torch.zeros((k, k, cin, cout), device=x.device, dtype=torch.float32)
+    full[live.row0 : live.row1 + 1, live.col0 : live.col1 + 1] = rect.view(live.rows, live.cols, cin, cout)
+    return (full.permute(3, 2, 0, 1) * mask).to(weight.dtype).contiguous()
