@@ -12,9 +12,10 @@ step times (batch fetch, evaluation and sampling not counted). Training is ``pyt
 defaults (batch 64, Adam lr 3e-3, gradient clipping 1.0, ReduceLROnPlateau on test bits/dim at each epoch's end), its
 ``optimiser_step``, ``evaluate`` and data loader, eager, channels-last on CPU.
 
-Writes to DIR: arch-comparison.csv (one row per evaluation), arch-comparison.png (test bits/dim vs training minutes),
-arch-comparison.md (the table, naming CPU and torch), gated-samples-t0.6.png and pixelcnn-samples-t0.6.png (one row
-per class, temperature 0.6, the cached sampler) and each model's final weights (<arch>.pt).
+Writes to DIR: arch-comparison.csv (one row per evaluation), arch-comparison.png (test bits/dim vs training minutes,
+and vs optimiser steps), arch-comparison.md (the table, naming CPU and torch), gated-samples-t0.6.png and
+pixelcnn-samples-t0.6.png (one row per class, temperature 0.6, the cached sampler; -t1.0 beside them) and each
+model's final weights (<arch>.pt).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ TITLES = {"gated": "gated (this project)", "pixelcnn": "pixelcnn (seed)", "uva":
 GATED_SIZE = {"hidden": 40, "blocks": 6}  # docs/DESIGN.md §3: live parameters matched to pixelcnn's default
 UVA_HIDDEN = 39
 SMOKE_SIZE = 8  # --smoke: every model this narrow, one block (tests of the script's wiring)
-TEMPERATURE = 0.6  # the seed's sampling temperature
+TEMPERATURES = (0.6, 1.0)  # the seed's sampling temperature, and the model's own distribution
 CSV_FIELDS = ("arch", "minutes", "step", "epoch", "train_bpd", "test_bpd", "lr", "at")
 
 
@@ -185,21 +186,27 @@ def write_csv(path: str, contenders: list[Contender]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def write_plot(path: str, contenders: list[Contender], title: str) -> None:
+def write_plot(path: str, rows: list[dict], title: str) -> None:
+    """Test bits/dim of each arch's rows (the CSV's) against its own training minutes, and beside it against its
+    optimiser steps: the second panel separates what a step learns from how long a step takes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for c, style in zip(contenders, ("o-", "s-", "^-"), strict=True):
-        rows = sorted(c.rows, key=lambda r: r["minutes"])
-        ax.plot([r["minutes"] for r in rows], [r["test_bpd"] for r in rows], style, label=TITLES[c.arch])
-    ax.set_xlabel("training minutes (each model's own step time)")
-    ax.set_ylabel("test bits / dim")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for arch, style in zip(ARCHS, ("o-", "s-", "^-"), strict=True):
+        mine = sorted((r for r in rows if r["arch"] == arch), key=lambda r: float(r["minutes"]))
+        bpd = [float(r["test_bpd"]) for r in mine]
+        axes[0].plot([float(r["minutes"]) for r in mine], bpd, style, label=TITLES[arch])
+        axes[1].plot([int(r["step"]) for r in mine], bpd, style, label=TITLES[arch])
+    axes[0].set_xlabel("training minutes (each model's own step time)")
+    axes[1].set_xlabel("optimiser steps (batch 64)")
+    axes[0].set_ylabel("test bits / dim")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
@@ -243,17 +250,20 @@ def write_table(path: str, contenders: list[Contender], args, data: ImageData, c
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def write_samples(out: str, contenders: list[Contender], data: ImageData, n_per_class: int, seed: int) -> None:
-    labels = torch.arange(data.num_classes).repeat_interleave(n_per_class)
-    for c in contenders:
-        if c.arch == "uva":  # the project's samplers serve the project's architectures
+def write_samples(out: str, models: dict[str, nn.Module], num_classes: int, n_per_class: int, seed: int) -> None:
+    """<arch>-samples-t<T>.png for the project's architectures (the project's samplers serve those): one row per
+    class, at the seed's temperature and at 1.0 (after minutes of training the 0.6 grid can be all background)."""
+    labels = torch.arange(num_classes).repeat_interleave(n_per_class)
+    for arch, model in models.items():
+        if arch == "uva":
             continue
-        model = c.run.model.eval()
-        t0 = time.perf_counter()
-        g = torch.Generator(device=c.run.device).manual_seed(seed)
-        images = sample(model, labels.to(c.run.device), TEMPERATURE, g, "cached")
-        save_grid(os.path.join(out, f"{c.arch}-samples-t{TEMPERATURE}.png"), images, n_per_class)
-        print(f"{c.arch}: {len(labels)} samples at temperature {TEMPERATURE} in {time.perf_counter() - t0:.1f}s")
+        device = next(model.parameters()).device
+        for temperature in TEMPERATURES:
+            t0 = time.perf_counter()
+            g = torch.Generator(device=device).manual_seed(seed)
+            images = sample(model.eval(), labels.to(device), temperature, g, "cached")
+            save_grid(os.path.join(out, f"{arch}-samples-t{temperature}.png"), images, n_per_class)
+            print(f"{arch}: {len(labels)} samples at temperature {temperature} in {time.perf_counter() - t0:.1f}s")
 
 
 # --- command line ------------------------------------------------------------------------------------------
@@ -305,11 +315,11 @@ def main(argv=None) -> int:
         f"MNIST {len(data.train_labels):,} train / {len(data.test_labels):,} test, {args.minutes:g} min per model, "
         f"{cpu_name()} ({os.cpu_count()} cores, shared), torch {torch.__version__}"
     )
-    write_plot(os.path.join(args.out, "arch-comparison.png"), contenders, title)
+    write_plot(os.path.join(args.out, "arch-comparison.png"), [r for c in contenders for r in c.rows], title)
     write_table(os.path.join(args.out, "arch-comparison.md"), contenders, args, data, command)
     for c in contenders:
         torch.save(c.run.model.state_dict(), os.path.join(args.out, f"{c.arch}.pt"))
-    write_samples(args.out, contenders, data, args.n_per_class, args.seed)
+    write_samples(args.out, {c.arch: c.run.model for c in contenders}, data.num_classes, args.n_per_class, args.seed)
     print(f"wrote {args.out}/arch-comparison.{{csv,png,md}} and the sample grids")
     return 0
 
