@@ -44,7 +44,7 @@ from pixelcnn.cpu_allocator import keep_heap
 from pixelcnn.data import ImageData, load_data, make_loader
 from pixelcnn.images import save_grid
 from pixelcnn.sampling import sample
-from pixelcnn.train import Dist, Run, evaluate, optimiser_step, resolve_device, seed_everything
+from pixelcnn.train import Dist, Run, evaluate, optimiser_step, seed_everything
 
 ARCHS = ("gated", "pixelcnn", "uva")
 TITLES = {"gated": "gated (this project)", "pixelcnn": "pixelcnn (seed)", "uva": "UvA tutorial 12 gated"}
@@ -281,7 +281,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--evals", type=int, default=5, help="evaluations at even points of each model's clock")
     p.add_argument("--n-per-class", type=int, default=8, help="samples per class row in the sample grids")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and samples")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (the issue's: cpu)")
     p.add_argument("--smoke", action="store_true", help="tiny models (width 8, one block): checks the wiring only")
     args = p.parse_args(argv)
     if not args.minutes > 0 or args.evals < 1 or args.n_per_class < 1:
@@ -303,7 +302,7 @@ def main(argv=None) -> int:
         seed=args.seed,
     ).validate()
     data = load_data(cfg)
-    device = resolve_device(args.device)
+    device = torch.device("cpu")  # the comparison: this CPU machine (a GPU run is not measured here)
     os.makedirs(args.out, exist_ok=True)
     contenders = [make_contender(arch, cfg, data, device, args) for arch in ARCHS]
     for c in contenders:
