@@ -9,11 +9,11 @@ namespace pixelcnn {
 
 // Shape of a gated model as the gated_cached_sample arguments give it (layer order in ops.cpp).
 struct GatedShape {
-  int64_t layers = 0;         // L: the first layer and the blocks
-  int64_t hidden = 0;         // h: channels of each stack (pre-activations have 2h)
-  int64_t head_hidden = 0;    // hh
-  int64_t k0 = 0, k = 0;      // kernel size of layer 0 and of the later layers
-  bool conditional = false;   // conds given (2 per layer)
+  int64_t layers = 0;        // L: the first layer and the blocks
+  int64_t hidden = 0;        // h: channels of each stack (pre-activations have 2h)
+  int64_t head_hidden = 0;   // hh
+  int64_t k0 = 0, k = 0;     // kernel size of layer 0 and of the later layers
+  bool conditional = false;  // conds given (2 per layer)
 };
 
 // Argument checks shared by every back-end: shapes, dtypes, devices, that each layer reads what the one before gives,
