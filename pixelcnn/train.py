@@ -236,7 +236,7 @@ def seed_everything(seed: int) -> None:
 
 def loss_fn(model, images: torch.Tensor, labels: Optional[torch.Tensor], amp: bool) -> torch.Tensor:
     """Mean NLL in nats per sub-pixel of a batch (bf16 autocast when ``amp`` on CUDA)."""
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and images.is_cuda):
         logits = model(images, labels)
     return nll_nats(logits, images)
 

@@ -152,7 +152,7 @@ def test_amp_step_tracks_the_fp32_step(arch):
                 logits = model(image, labels)
             loss = nll_nats(logits, image)
         loss.backward()
-        return float(loss), {n: p.grad.clone() for n, p in model.named_parameters()}
+        return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters()}
 
     # Triton's interpreter converts fp32 to bf16 by truncation, a GPU rounds to nearest (tests/test_triton_masked_conv)
     slack = 1e-2 if cuda else 5e-2
