@@ -364,15 +364,18 @@ class GatedCachedStep(_Step):
         def once(k, *state):
             return k < runs
 
-        def row(k, *state):
+        def row(k, batch, *state):
             full = list(caches)
             for q, x in zip(changed, state, strict=True):
                 full[q] = x
             full = self.start_row(i, label, full)
-            return (k + 1, *(full[q] for q in changed))
+            return (k + 1, batch.clone(), *(full[q] for q in changed))
 
-        _, *state = while_loop(
-            once, row, (torch.zeros((), dtype=torch.int64, device=dev), *(caches[q] for q in changed))
+        # ``batch`` (a [N] tensor, carried unchanged) gives the loop body the batch size as a tensor size: without a
+        # label input the tracer otherwise reads it from a cache's stride, which the ONNX exporter cannot convert
+        batch = caches[0].new_zeros(caches[0].shape[-1])
+        _, _, *state = while_loop(
+            once, row, (torch.zeros((), dtype=torch.int64, device=dev), batch, *(caches[q] for q in changed))
         )
         for q, x in zip(changed, state, strict=True):
             caches[q] = x

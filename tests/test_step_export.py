@@ -28,6 +28,8 @@ NODE_EXAMPLE = os.path.join(ROOT, "export", "examples", "node")
         (3, 0, (7, 6), "pixelcnn"),
         (3, 4, (5, 6), "pixelcnn"),
         (3, 4, (5, 6), "gated"),
+        (1, 0, (5, 6), "gated"),  # unconditional: the row loop's body has no label to take the batch size from
+        (3, 0, (4, 5), "gated"),
     ],
 )
 def test_ort_step_sampler_equals_cached_sampler(tmp_path, channels, num_classes, size, arch):
