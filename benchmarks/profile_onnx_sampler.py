@@ -193,7 +193,8 @@ def main(argv=None) -> None:
                 s.sample(un, ln, 1.0)
                 times[name].append(time.perf_counter() - t0)
             # after a run ONNX Runtime's pool threads keep the cores busy for a while: timed at once (or 0.1 s
-            # later), the gated op's two-thread batch-1 pipeline measured 3.4x (1.6x) slower than alone; 1 s later, as alone
+            # later), the gated op's two-thread batch-1 pipeline measured 3.4x (1.6x) slower than alone; 1 s
+            # later, as fast as alone
             time.sleep(1.0)
             t0 = time.perf_counter()
             sample(model, labels, 1.0, None, ref, uniforms=u)
