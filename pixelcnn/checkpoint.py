@@ -106,7 +106,10 @@ def check_compatible(state: dict, cfg: Config, path: str) -> None:
 def load_model(path: str, map_location: Any = "cpu") -> tuple[AutoregressiveModel, Config, dict]:
     """Rebuild the trained model from a checkpoint: ``(model in eval mode, run config, data metadata)``; the model's
     shape is ``cfg.model`` (a ModelConfig), the metadata adds the class names when the run knew them. ``path`` may
-    also be a pretrained folder (config.json + model.safetensors, see pixelcnn.hub) or a Hub repo id."""
+    also be a pretrained folder (config.json + model.safetensors, see pixelcnn.hub), the ``.safetensors`` file in one
+    (read with its folder's config.json), or a Hub repo id."""
+    if path.endswith(".safetensors") and os.path.isfile(path):
+        path = os.path.dirname(path) or "."
     if os.path.isdir(path) or not (os.path.exists(path) or path.endswith(".pt")):
         return _load_pretrained_model(path, map_location)
     state = load_checkpoint(path, map_location)

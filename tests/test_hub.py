@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from export.__main__ import run as export_run
 from pixelcnn.checkpoint import CheckpointError, load_model
 from pixelcnn.config import ModelConfig
 from pixelcnn.hub import PretrainedError, load_pretrained
@@ -111,6 +112,12 @@ def test_sample_and_export_clis_take_a_folder(tmp_path):
     assert out.stat().st_size > 0
     model, cfg, meta = load_model(str(d))
     assert cfg.model == SMALL and meta["num_classes"] == 3
+    # the weights file stands for its folder (make web-demo exports from pretrained/mnist/model.safetensors)
+    from_file, _, _ = load_model(str(d / "model.safetensors"))
+    assert all(torch.equal(a, b) for a, b in zip(from_file.state_dict().values(), model.state_dict().values()))
+    sampler = tmp_path / "m.sampler.onnx"
+    result = export_run(["onnx", "--checkpoint", str(d / "model.safetensors"), "--sampler", "--out", str(sampler)])
+    assert result["ok"] and sampler.stat().st_size > 0, result
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model(str(tmp_path / "nowhere" / "x"))
 
