@@ -114,7 +114,9 @@ def test_sample_and_export_clis_take_a_folder(tmp_path):
     assert cfg.model == SMALL and meta["num_classes"] == 3
     # the weights file stands for its folder (make web-demo exports from pretrained/mnist/model.safetensors)
     from_file, _, _ = load_model(str(d / "model.safetensors"))
-    assert all(torch.equal(a, b) for a, b in zip(from_file.state_dict().values(), model.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(from_file.state_dict().values(), model.state_dict().values(), strict=True)
+    )
     sampler = tmp_path / "m.sampler.onnx"
     result = export_run(["onnx", "--checkpoint", str(d / "model.safetensors"), "--sampler", "--out", str(sampler)])
     assert result["ok"] and sampler.stat().st_size > 0, result
