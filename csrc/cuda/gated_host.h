@@ -8,7 +8,6 @@
 #include <c10/util/Optional.h>
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "../gated_sampler.h"
@@ -44,7 +43,7 @@ inline at::Tensor rectangle_matrix(const at::Tensor& w, int64_t r0, int64_t rows
 // Owns the packed layers, ring buffers, link state and output of one run, and the GatedNet of raw pointers into them.
 template <typename T>
 struct GatedPrepared {
-  std::vector<at::Tensor> keep;
+  Held held;
   at::Tensor image;
   GatedNet<T> net{};
 };
@@ -55,13 +54,8 @@ void prepare_gated(GatedPrepared<T>& out, const pixelcnn::GatedShape& shape, con
                    const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
                    const std::vector<at::Tensor>& conds, int64_t C, double temperature,
                    const c10::optional<at::Tensor>& known, const c10::optional<at::Tensor>& known_mask) {
-  const int64_t N = u.size(0), H = u.size(2), W = u.size(3), L = shape.layers, h = shape.hidden;
-  auto& keep = out.keep;
-  keep.reserve(8 * L + 16);  // references from hold() stay valid
-  auto hold = [&](at::Tensor t) -> at::Tensor& {
-    keep.push_back(std::move(t));
-    return keep.back();
-  };
+  const int64_t N = u.size(0), W = u.size(3), L = shape.layers, h = shape.hidden;
+  Held& hold = out.held;
   const auto options = weights[0].options();
   // a conv at one position from its packed matrix; buf, rows and wp are set by the caller for spatial ones
   auto layer = [&](int64_t index, const at::Tensor& packed, int64_t k) {
@@ -111,26 +105,13 @@ void prepare_gated(GatedPrepared<T>& out, const pixelcnn::GatedShape& shape, con
     row_patch = std::max(row_patch, G.v.K);
     layers.push_back(G);
   }
-  at::Tensor table = at::empty({static_cast<int64_t>(layers.size() * sizeof(GatedLayer<T>))}, at::kByte);
-  std::memcpy(table.data_ptr(), layers.data(), layers.size() * sizeof(GatedLayer<T>));
-  const at::Tensor& device_table = hold(table.to(u.device()));
-
   GatedNet<T>& net = out.net;
-  net.layers = reinterpret_cast<const GatedLayer<T>*>(device_table.data_ptr());
+  net.layers = hold.table(layers, u.device());
   net.L = static_cast<int>(L);
   net.head_hidden = dense(4 * L);
   net.head_out = dense(4 * L + 1);
-  net.N = static_cast<int>(N);
-  net.C = static_cast<int>(C);
-  net.H = static_cast<int>(H);
-  net.W = static_cast<int>(W);
   net.hidden = static_cast<int>(h);
-  net.u = hold(u.contiguous()).template data_ptr<float>();
-  out.image = at::zeros({N, C, H, W}, u.options().dtype(at::kByte));
-  net.image = out.image.template data_ptr<uint8_t>();
-  net.known = known.has_value() ? hold(known->contiguous()).template data_ptr<uint8_t>() : nullptr;
-  net.known_mask = known.has_value() ? hold(known_mask->contiguous()).template data_ptr<bool>() : nullptr;
-  net.temperature = temperature;
+  out.image = set_io(net, hold, u, temperature, known, known_mask);
   net.link = hold(at::zeros({L, W, N, 2 * h}, options)).template data_ptr<T>();
   net.patch = patch;
   net.row_patch = row_patch;

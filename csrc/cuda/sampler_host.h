@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -66,10 +67,48 @@ inline LaunchOptions launch_options_from_env() {
   return options;
 }
 
+// The tensors a run's raw pointers point into, alive as long as the run. A deque: a reference hold() returned stays
+// valid however many tensors are held after it.
+class Held {
+ public:
+  at::Tensor& operator()(at::Tensor t) {
+    tensors_.push_back(std::move(t));
+    return tensors_.back();
+  }
+  // The layer structs `rows` copied to `device` as one array (held here).
+  template <class Row>
+  const Row* table(const std::vector<Row>& rows, const at::Device& device) {
+    at::Tensor host = at::empty({static_cast<int64_t>(rows.size() * sizeof(Row))}, at::kByte);
+    std::memcpy(host.data_ptr(), rows.data(), rows.size() * sizeof(Row));
+    return reinterpret_cast<const Row*>((*this)(host.to(device)).data_ptr());
+  }
+
+ private:
+  std::deque<at::Tensor> tensors_;
+};
+
+// The fields every sampler net has (shape, uniforms, output image, completion inputs, temperature) from the op's
+// arguments; returns the output image, zeros [N, C, H, W] uint8 on the uniforms' device.
+template <class SamplerNet>
+at::Tensor set_io(SamplerNet& net, Held& hold, const at::Tensor& u, double temperature,
+                  const c10::optional<at::Tensor>& known, const c10::optional<at::Tensor>& known_mask) {
+  net.N = static_cast<int>(u.size(0));
+  net.C = static_cast<int>(u.size(1));
+  net.H = static_cast<int>(u.size(2));
+  net.W = static_cast<int>(u.size(3));
+  net.u = hold(u.contiguous()).template data_ptr<float>();
+  at::Tensor image = at::zeros(u.sizes(), u.options().dtype(at::kByte));
+  net.image = image.template data_ptr<uint8_t>();
+  net.known = known.has_value() ? hold(known->contiguous()).template data_ptr<uint8_t>() : nullptr;
+  net.known_mask = known.has_value() ? hold(known_mask->contiguous()).template data_ptr<bool>() : nullptr;
+  net.temperature = temperature;
+  return image;
+}
+
 // Owns the packed layers, ring buffers and output of one run, and the Net of raw pointers into them.
 template <typename T>
 struct Prepared {
-  std::vector<at::Tensor> keep;
+  Held held;
   at::Tensor image;
   Net<T> net{};
 };
@@ -83,12 +122,7 @@ void prepare(Prepared<T>& out, const at::Tensor& u, const std::vector<at::Tensor
   TORCH_CHECK(N < (int64_t(1) << 31) && H * W * C < (int64_t(1) << 40),
               "cached_sample (CUDA): batch or image too "
               "large");
-  auto& keep = out.keep;
-  keep.reserve(4 * weights.size() + 8);  // references from hold() stay valid
-  auto hold = [&](at::Tensor t) -> at::Tensor& {
-    keep.push_back(std::move(t));
-    return keep.back();
-  };
+  Held& hold = out.held;
   std::vector<Layer<T>> layers;
   for (size_t l = 0; l < weights.size(); ++l) {
     const at::Tensor& w = weights[l];
@@ -119,23 +153,10 @@ void prepare(Prepared<T>& out, const at::Tensor& u, const std::vector<at::Tensor
                   " must be [N, ", layers[2 + 3 * b].cout, "]");
     }
   }
-  at::Tensor table = at::empty({static_cast<int64_t>(layers.size() * sizeof(Layer<T>))}, at::kByte);
-  std::memcpy(table.data_ptr(), layers.data(), layers.size() * sizeof(Layer<T>));
-  const at::Tensor& device_table = hold(table.to(u.device()));
-
   Net<T>& net = out.net;
-  net.layers = reinterpret_cast<const Layer<T>*>(device_table.data_ptr());
+  net.layers = hold.table(layers, u.device());
   net.blocks = static_cast<int>(blocks);
-  net.N = static_cast<int>(N);
-  net.C = static_cast<int>(C);
-  net.H = static_cast<int>(H);
-  net.W = static_cast<int>(W);
-  net.u = hold(u.contiguous()).template data_ptr<float>();
-  out.image = at::zeros({N, C, H, W}, u.options().dtype(at::kByte));
-  net.image = out.image.template data_ptr<uint8_t>();
-  net.known = known.has_value() ? hold(known->contiguous()).template data_ptr<uint8_t>() : nullptr;
-  net.known_mask = known.has_value() ? hold(known_mask->contiguous()).template data_ptr<bool>() : nullptr;
-  net.temperature = temperature;
+  out.image = set_io(net, hold, u, temperature, known, known_mask);
   net.xs = layers[0].cout;
   net.ys = layers[1 + 3 * blocks].cout;
   net.zs = 0;
